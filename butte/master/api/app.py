@@ -1,0 +1,46 @@
+"""The master's aiohttp application: every route, also under the ``/master`` prefix as libprocess serves it."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from butte.master.api import agent_link, readonly, scheduler
+from butte.master.service import MasterService
+
+_POST_ONLY = {
+    "/api/v1/scheduler": scheduler.handle,
+    "/api/v1/agent": agent_link.handle,
+}
+
+_GETS = {
+    "/state": readonly.state,
+    "/state.json": readonly.state,
+    "/state-summary": readonly.state_summary,
+    "/frameworks": readonly.frameworks,
+    "/slaves": readonly.slaves,
+    "/tasks": readonly.tasks,
+    "/redirect": readonly.redirect,
+    "/health": readonly.health,
+    "/flags": readonly.flags,
+}
+
+
+async def _method_not_allowed(request: web.Request) -> web.Response:
+    return web.Response(status=405, headers={"Allow": "POST"}, text="Expecting a 'POST' request")
+
+
+def build_app(service: MasterService, flags: dict[str, str]) -> web.Application:
+    """Routes for the scheduler, agent and read-only APIs."""
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app["service"] = service
+    app["flags"] = flags
+    for path, handler in _POST_ONLY.items():
+        for prefix in ("", "/master"):
+            app.router.add_post(prefix + path, handler)
+            app.router.add_route("*", prefix + path, _method_not_allowed)
+    for path, getter in _GETS.items():
+        for prefix in ("", "/master"):
+            app.router.add_get(prefix + path, getter)
+    app.router.add_get("/version", readonly.version)
+    app.router.add_get("/metrics/snapshot", readonly.metrics)
+    return app

@@ -1,0 +1,189 @@
+"""The master's asyncio shell: owns the core state, carries out its effects, runs its timers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from butte.master import agents, frameworks, offers
+from butte.master.api.common import Outbox
+from butte.master.effects import (
+    Allocate,
+    CloseAgentStream,
+    CloseFrameworkStream,
+    Effect,
+    ForgetAgent,
+    SendToAgent,
+    SendToFramework,
+)
+from butte.master.registry.sqlite import SqliteRegistry
+from butte.master.state import HEARTBEAT_INTERVAL_S, MasterState
+from butte.wire.agent_link import AgentEvent
+from butte.wire.base import encode
+from butte.wire.scheduler import Error, Event
+
+log = logging.getLogger("butte.master")
+
+_TICK_S = 0.1
+_HEARTBEAT = encode(Event(type="HEARTBEAT"))
+
+
+class MasterService:
+    """One master: the core state plus the streams, timers and registry around it."""
+
+    def __init__(
+        self,
+        state: MasterState,
+        registry: SqliteRegistry,
+        *,
+        allocation_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.state = state
+        self.registry = registry
+        self.clock = clock
+        self.allocation_interval_s = allocation_interval_s
+        self.elected_time = clock()
+        self.framework_streams: dict[str, Outbox] = {}  # by stream id
+        self.agent_streams: dict[str, Outbox] = {}  # by stream id
+        self._allocation_pending = False
+        self._timers: list[asyncio.Task[None]] = []
+
+    def now(self) -> float:
+        """The time the core is told."""
+        return self.clock()
+
+    # ---- effects ----
+
+    def apply(self, effects: Iterable[Effect]) -> None:
+        """Carry out the core's effects in order."""
+        for effect in effects:
+            if isinstance(effect, SendToFramework):
+                self._send_to_framework(effect.framework_id, encode(effect.event))
+            elif isinstance(effect, SendToAgent):
+                self._send_to_agent(effect.agent_id, effect.event)
+            elif isinstance(effect, CloseFrameworkStream):
+                self._close_framework_stream(effect)
+            elif isinstance(effect, CloseAgentStream):
+                outbox = self.agent_streams.pop(effect.stream_id, None)
+                if outbox is not None:
+                    outbox.close()
+            elif isinstance(effect, Allocate):
+                self.request_allocation()
+            elif isinstance(effect, ForgetAgent):
+                self.registry.remove(effect.agent_id)
+
+    def _send_to_framework(self, framework_id: str, record: bytes) -> None:
+        framework = self.state.frameworks.get(framework_id)
+        if framework is None or not framework.connected:
+            return
+        outbox = self.framework_streams.get(framework.stream_id)
+        if outbox is not None:
+            outbox.put(record)
+
+    def _send_to_agent(self, agent_id: str, event: AgentEvent) -> None:
+        agent = self.state.agents.get(agent_id)
+        if agent is None or not agent.active:
+            return
+        outbox = self.agent_streams.get(agent.stream_id)
+        if outbox is not None:
+            outbox.put(encode(event))
+
+    def _close_framework_stream(self, effect: CloseFrameworkStream) -> None:
+        outbox = self.framework_streams.pop(effect.stream_id, None)
+        if outbox is None:
+            return
+        if effect.error is not None:
+            outbox.put(encode(Event(type="ERROR", error=Error(message=effect.error))))
+        outbox.close()
+
+    # ---- allocation ----
+
+    def request_allocation(self) -> None:
+        """Allocate soon; bursts of events coalesce into one pass (Mesos batches the same way)."""
+        if self._allocation_pending:
+            return
+        self._allocation_pending = True
+        asyncio.get_running_loop().call_soon(self._allocate_now)
+
+    def _allocate_now(self) -> None:
+        self._allocation_pending = False
+        now = self.now()
+        allocations = self.state.allocator.allocate(now)
+        if allocations:
+            self.apply(offers.make_offers(self.state, allocations, now))
+
+    # ---- streams ----
+
+    def attach_framework_stream(self, stream_id: str) -> Outbox:
+        """A new subscription stream; events for its framework go here once the core names it current."""
+        outbox = Outbox()
+        self.framework_streams[stream_id] = outbox
+        return outbox
+
+    def framework_stream_closed(self, framework_id: str, stream_id: str) -> None:
+        """The scheduler's connection ended (or was replaced)."""
+        self.framework_streams.pop(stream_id, None)
+        effects = frameworks.disconnect(self.state, framework_id, stream_id, self.now())
+        if effects or self.state.frameworks.get(framework_id) is not None:
+            log.info("framework %s disconnected (stream %s)", framework_id, stream_id)
+        self.apply(effects)
+
+    def attach_agent_stream(self, stream_id: str) -> Outbox:
+        """A new agent link stream."""
+        outbox = Outbox()
+        self.agent_streams[stream_id] = outbox
+        return outbox
+
+    def agent_stream_closed(self, agent_id: str, stream_id: str) -> None:
+        """The agent's link ended."""
+        self.agent_streams.pop(stream_id, None)
+        effects = agents.disconnect(self.state, agent_id, stream_id, self.now())
+        agent = self.state.agents.get(agent_id)
+        if agent is not None and not agent.active:
+            log.info("agent %s at %s:%d disconnected", agent_id, agent.ip, agent.port)
+        self.apply(effects)
+
+    # ---- timers ----
+
+    def start(self) -> None:
+        """Start the periodic work: allocation batches, heartbeats, pings, timeouts."""
+        self._timers = [
+            asyncio.create_task(self._every(self.allocation_interval_s, self._allocate_now)),
+            asyncio.create_task(self._every(HEARTBEAT_INTERVAL_S, self._heartbeat)),
+            asyncio.create_task(self._every(self.state.config.agent_ping_timeout_s, self._ping_agents)),
+            asyncio.create_task(self._every(_TICK_S, self._tick)),
+        ]
+
+    async def stop(self) -> None:
+        """Stop the timers and end every stream."""
+        for timer in self._timers:
+            timer.cancel()
+        await asyncio.gather(*self._timers, return_exceptions=True)
+        for outbox in [*self.framework_streams.values(), *self.agent_streams.values()]:
+            outbox.close()
+
+    async def _every(self, interval_s: float, action: Callable[[], None]) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                action()
+            except Exception:  # a timer must survive a bug in one pass; the log says what broke
+                log.exception("periodic %s failed", getattr(action, "__name__", action))
+
+    def _heartbeat(self) -> None:
+        for framework in self.state.frameworks.values():
+            if framework.connected:
+                self._send_to_framework(framework.id, _HEARTBEAT)
+
+    def _ping_agents(self) -> None:
+        ping = AgentEvent(type="PING")
+        for agent in self.state.agents.values():
+            self._send_to_agent(agent.id, ping)
+
+    def _tick(self) -> None:
+        now = self.now()
+        self.apply(frameworks.expire_failovers(self.state, now))
+        self.apply(offers.expire_offers(self.state, now))
