@@ -1,0 +1,75 @@
+"""Finding the leading master: the ``MasterDetector`` port and its static (``host:port``) implementation.
+
+A ZooKeeper detector (``zk://host1:2181,host2:2181/butte``, reading the lowest ``json.info_`` znode as in
+``reference/mesos-v1-api.md`` §5) will implement the same protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol, final
+
+from butte.core.errors import ValidationError
+
+DEFAULT_MASTER_PORT = 5050
+
+
+class MasterDetector(Protocol):
+    """Where the leading master is, and when that changes."""
+
+    async def leader(self) -> str:
+        """The leader's ``host:port``; waits while no leader is known."""
+        ...
+
+    async def next_leader(self, previous: str | None) -> str:
+        """Wait until the leader is known and differs from ``previous``; return its ``host:port``."""
+        ...
+
+
+@final
+class StaticDetector:
+    """One fixed master address: the leader never changes (the master itself redirects if it must)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = normalize_address(address)
+
+    async def leader(self) -> str:
+        """The configured address."""
+        return self.address
+
+    async def next_leader(self, previous: str | None) -> str:
+        """The configured address if ``previous`` differs from it, otherwise wait forever."""
+        if previous != self.address:
+            return self.address
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable: a static leader never changes")
+
+
+def normalize_address(text: str) -> str:
+    """``host:port`` from ``host:port``, ``host`` (port 5050) or ``http://host:port/``.
+
+    Raises:
+        ValidationError: the text is empty or the port is not a number from 1 to 65535.
+    """
+    address = text.strip().removeprefix("http://").rstrip("/")
+    if not address:
+        raise ValidationError("master", "empty master address")
+    _, sep, port = address.rpartition(":")
+    if not sep or "]" in port:
+        # No port (a bare ``[::1]`` ends in "]"): Mesos clients append the default master port.
+        return f"{address}:{DEFAULT_MASTER_PORT}"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValidationError("master", f"bad port in master address {text!r}")
+    return address
+
+
+def detector_for(master: str) -> MasterDetector:
+    """The detector for a ``--master`` value.
+
+    Raises:
+        ValidationError: the address is malformed, or it is a ``zk://`` URL (ZooKeeper detection is not
+            written yet).
+    """
+    if master.startswith(("zk://", "zoo://", "file://")):
+        raise ValidationError("master", f"ZooKeeper master detection is not supported yet: {master!r}")
+    return StaticDetector(master)
