@@ -31,20 +31,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "hostname", default=None, help="hostname to advertise (default: the IP)")
     add_flag(parser, "work_dir", default=None, required=False, help="where the registry is kept (required)")
     add_flag(parser, "allocation_interval", default="1secs", type=duration, help="batch allocation interval")
-    add_flag(
-        parser, "offer_timeout", default=None, type=duration, help="rescind offers held longer than this"
-    )
+    add_flag(parser, "offer_timeout", default=None, type=duration, help="rescind offers held longer than this")
     add_flag(parser, "weights", default="", help="role weights: role1=2,role2=0.5")
     add_flag(parser, "roles", default=None, help="comma-separated whitelist of roles (deprecated in Mesos)")
-    add_flag(
-        parser, "agent_ping_timeout", default="15secs", type=duration, help="interval between agent pings"
-    )
-    add_flag(
-        parser, "max_agent_ping_timeouts", default=5, type=int, help="missed pings before an agent is lost"
-    )
-    add_flag(
-        parser, "min_allocatable_resources", default="cpus:0.01|mem:32", help="smallest offer worth making"
-    )
+    add_flag(parser, "agent_ping_timeout", default="15secs", type=duration, help="interval between agent pings")
+    add_flag(parser, "max_agent_ping_timeouts", default=5, type=int, help="missed pings before an agent is lost")
+    add_flag(parser, "min_allocatable_resources", default="cpus:0.01|mem:32", help="smallest offer worth making")
     add_flag(parser, "seed", default=None, type=int, help="seed of the allocator's shuffle (for replay)")
 
 

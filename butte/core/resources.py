@@ -92,6 +92,14 @@ class Resources:
                 items[key] = stored if mine is None else _combine(key, mine, stored)
         return Resources(items)
 
+    @staticmethod
+    def sum(parts: Iterable[Resources]) -> Resources:
+        """All the parts added up (empty when there are none)."""
+        total = _EMPTY
+        for part in parts:
+            total = total + part
+        return total
+
     def entries(self) -> list[Entry]:
         """The resources one (name, role) at a time, scalars back as floats."""
         return [Entry(name, role, _load(value)) for (name, role), value in self._items.items()]

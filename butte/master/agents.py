@@ -40,9 +40,7 @@ def admit(
     """A new agent (already written to the registry): give its resources to the allocator."""
     info.id = id_of(agent_id)
     total = resources_from_wire(info.resources)
-    agent = Agent(
-        id=agent_id, info=info, ip=ip, total=total, registered_time=now, stream_id=stream_id, last_pong=now
-    )
+    agent = Agent(id=agent_id, info=info, ip=ip, total=total, registered_time=now, stream_id=stream_id, last_pong=now)
     state.agents[agent_id] = agent
     state.allocator.add_agent(agent_id, total, {}, now)
     return [SendToAgent(agent_id, registered_event(state, agent_id)), Allocate()]
@@ -58,9 +56,7 @@ def readmit(state: MasterState, call: Reregister, ip: str, stream_id: str, now: 
     return _recover(state, call, ip, stream_id, now)
 
 
-def _reconnect(
-    state: MasterState, agent: Agent, call: Reregister, ip: str, stream_id: str, now: float
-) -> list[Effect]:
+def _reconnect(state: MasterState, agent: Agent, call: Reregister, ip: str, stream_id: str, now: float) -> list[Effect]:
     effects: list[Effect] = []
     if agent.link is AgentLink.CONNECTED and agent.stream_id != stream_id:
         effects.append(CloseAgentStream(agent.id, agent.stream_id))
@@ -79,7 +75,7 @@ def _reconnect(
 def _task_missing_on_agent(state: MasterState, task: Task, now: float) -> list[Effect]:
     # The RUN_TASK was lost with the old link: the task never started, so nothing can run twice.
     framework = state.frameworks.get(task.framework_id)
-    forget_task(state, task, "TASK_LOST", now)
+    forget_task(state, task, "TASK_DROPPED" if framework and framework.partition_aware else "TASK_LOST", now)
     if framework is None:
         return []
     status = mesos.TaskStatus(

@@ -11,6 +11,7 @@ from butte.master.model import Framework, FrameworkLink, framework_roles
 from butte.master.state import HEARTBEAT_INTERVAL_S, MasterState, id_of
 from butte.wire import mesos
 from butte.wire.agent_link import AgentEvent, FrameworkRef, UpdateFrameworkInfo
+from butte.wire.mesos import TERMINAL_STATES
 from butte.wire.scheduler import Event, Subscribe, Subscribed, UpdateFramework
 
 _BAD_ROLE_CHARS = re.compile(r"[\s/\\]")
@@ -35,9 +36,7 @@ def subscribe(state: MasterState, call: Subscribe, stream_id: str, now: float) -
     return _fail_over(state, state.frameworks[framework_id], info, suppressed, stream_id, now)
 
 
-def validate_framework_info(
-    state: MasterState, info: mesos.FrameworkInfo, suppressed: frozenset[str]
-) -> None:
+def validate_framework_info(state: MasterState, info: mesos.FrameworkInfo, suppressed: frozenset[str]) -> None:
     """Mesos's FrameworkInfo checks on subscribe and update.
 
     Raises:
@@ -52,13 +51,9 @@ def validate_framework_info(
     for role in roles:
         _validate_role(role)
         if not state.role_allowed(role):
-            raise ValidationError(
-                "framework_info.roles", f"Role '{role}' is not present in the master's --roles"
-            )
+            raise ValidationError("framework_info.roles", f"Role '{role}' is not present in the master's --roles")
     if not suppressed <= roles:
-        raise ValidationError(
-            "suppressed_roles", "Suppressed roles must be a subset of the framework's roles"
-        )
+        raise ValidationError("suppressed_roles", "Suppressed roles must be a subset of the framework's roles")
 
 
 def _validate_role(role: str) -> None:
@@ -93,8 +88,10 @@ def _fail_over(
         effects.append(CloseFrameworkStream(framework.id, framework.stream_id, "Framework failed over"))
         effects += offers.rescind_framework_offers(state, framework, now, notify=False)
     was_recovered = framework.link is FrameworkLink.RECOVERED
-    # Mesos ignores changes of user and checkpoint on resubscription.
-    info.user, info.checkpoint = framework.info.user, framework.info.checkpoint
+    # Mesos ignores changes of user and checkpoint on resubscription, unless the agents that reported the
+    # framework did not know its FrameworkInfo (a placeholder without a user): then the subscriber's info is all.
+    if not (was_recovered and not framework.info.user):
+        info.user, info.checkpoint = framework.info.user, framework.info.checkpoint
     _apply_info(state, framework, info, suppressed)
     framework.link = FrameworkLink.CONNECTED
     framework.stream_id = stream_id
@@ -143,9 +140,7 @@ def require_subscribed(state: MasterState, framework_id: str, stream_id: str | N
     if not framework.connected:
         raise Forbidden("Framework is not subscribed")
     if not stream_id:
-        raise ValidationError(
-            "Mesos-Stream-Id", "All non-subscribe calls should include the 'Mesos-Stream-Id' header"
-        )
+        raise ValidationError("Mesos-Stream-Id", "All non-subscribe calls should include the 'Mesos-Stream-Id' header")
     if stream_id != framework.stream_id:
         raise ValidationError(
             "Mesos-Stream-Id",
@@ -173,9 +168,7 @@ def expire_failovers(state: MasterState, now: float) -> list[Effect]:
     expired = [
         f
         for f in state.frameworks.values()
-        if f.link is FrameworkLink.DISCONNECTED
-        and f.failover_deadline is not None
-        and f.failover_deadline <= now
+        if f.link is FrameworkLink.DISCONNECTED and f.failover_deadline is not None and f.failover_deadline <= now
     ]
     for framework in expired:
         effects += remove_framework(state, framework, now)
@@ -198,19 +191,20 @@ def remove_framework(state: MasterState, framework: Framework, now: float) -> li
         ref = FrameworkRef(framework_id=id_of(framework.id))
         effects.append(SendToAgent(agent_id, AgentEvent(type="SHUTDOWN_FRAMEWORK", shutdown_framework=ref)))
     for task in list(framework.tasks.values()):
-        tasks.forget_task(state, task, "TASK_KILLED", now)
+        # As Mesos's removeFramework: only tasks still running become TASK_KILLED; ended ones keep their state.
+        tasks.forget_task(state, task, task.state if task.state in TERMINAL_STATES else "TASK_KILLED", now)
     for agent_id, executor_id in list(framework.executors):
         tasks.forget_executor(state, framework, agent_id, executor_id)
     state.allocator.remove_framework(framework.id)
     del state.frameworks[framework.id]
     framework.unregistered_time = framework.unregistered_time or now
+    framework.link = FrameworkLink.DISCONNECTED  # a completed framework is neither active nor connected
     state.completed_frameworks.append(framework)
     state.removed_framework_ids.add(framework.id)
-    effects.append(Allocate())
     return effects
 
 
-def update_framework(state: MasterState, framework: Framework, call: UpdateFramework) -> list[Effect]:
+def update_framework(state: MasterState, framework: Framework, call: UpdateFramework, now: float) -> list[Effect]:
     """UPDATE_FRAMEWORK: new roles, capabilities, name, ...; never user, principal or checkpoint.
 
     Raises:
@@ -219,17 +213,18 @@ def update_framework(state: MasterState, framework: Framework, call: UpdateFrame
     info = call.framework_info
     for name in ("user", "principal", "checkpoint"):
         if getattr(info, name) != getattr(framework.info, name):
-            raise ValidationError(
-                f"update_framework.framework_info.{name}", f"Updating '{name}' is unsupported"
-            )
+            raise ValidationError(f"update_framework.framework_info.{name}", f"Updating '{name}' is unsupported")
     suppressed = frozenset(call.suppressed_roles)
     validate_framework_info(state, info, suppressed)
     _apply_info(state, framework, info, suppressed)
+    # Mesos rescinds the offers made for roles the framework has left: they could not be used any more.
+    effects: list[Effect] = []
+    for offer_id in sorted(framework.offers):
+        if state.offers[offer_id].role not in framework.roles:
+            effects += offers.rescind(state, state.offers[offer_id], now)
     ref = UpdateFrameworkInfo(framework_info=info)
     agent_ids = sorted({t.agent_id for t in framework.tasks.values()})
-    effects: list[Effect] = [
-        SendToAgent(a, AgentEvent(type="UPDATE_FRAMEWORK", update_framework=ref)) for a in agent_ids
-    ]
+    effects += [SendToAgent(a, AgentEvent(type="UPDATE_FRAMEWORK", update_framework=ref)) for a in agent_ids]
     return [*effects, Allocate()]
 
 

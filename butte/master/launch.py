@@ -6,7 +6,6 @@ update with the reason Mesos gives, and unused resources go back to the allocato
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import msgspec
@@ -14,7 +13,7 @@ import msgspec
 from butte.core.errors import ValidationError
 from butte.core.resources import Resources
 from butte.master import offers
-from butte.master.effects import Allocate, Effect, SendToAgent
+from butte.master.effects import Effect, SendToAgent
 from butte.master.model import Agent, Framework, RunningExecutor, Task
 from butte.master.state import MasterState, id_of
 from butte.master.tasks import master_update
@@ -38,28 +37,27 @@ class _Pool:
 
 
 def accept(state: MasterState, framework: Framework, call: Accept, now: float) -> list[Effect]:
-    """ACCEPT: launch tasks from the offers; everything invalid becomes a status update."""
+    """ACCEPT: launch tasks from the offers; everything invalid becomes a status update.
+
+    Raises:
+        ValidationError: the filters are malformed (checked before anything changes).
+    """
+    seconds = offers.refuse_seconds(call.filters)
     offer_ids = [o.value for o in call.offer_ids]
     problem = _offers_problem(state, framework, offer_ids)
     if problem is not None:
         return _drop_all(state, framework, offer_ids, call, problem, now)
     taken = [offers.take_offer(state, offer_id) for offer_id in offer_ids]
     agent = state.agents[taken[0].agent_id]
-    pool = _Pool(agent=agent, role=taken[0].role, available=_sum(o.resources for o in taken))
+    pool = _Pool(agent=agent, role=taken[0].role, available=Resources.sum(o.resources for o in taken))
     effects: list[Effect] = []
     for operation in call.operations:
         effects += _apply_operation(state, framework, pool, operation, now)
-    seconds = offers.refuse_seconds(call.filters)
     if not pool.available.is_empty():
         state.allocator.recover(framework.id, pool.role, agent.id, pool.available, now, seconds)
-    return [*effects, Allocate()]
-
-
-def _sum(parts: Iterable[Resources]) -> Resources:
-    total = Resources.empty()
-    for part in parts:
-        total = total + part
-    return total
+    # Like Mesos, recovered resources wait for the next batch allocation: an immediate pass would turn a
+    # framework that declines with refuse_seconds=0 into an offer/decline busy loop.
+    return effects
 
 
 def _offers_problem(state: MasterState, framework: Framework, offer_ids: list[str]) -> str | None:
@@ -106,7 +104,7 @@ def _drop_all(
             timestamp=now,
         )
         effects += master_update(framework, status)
-    return [*effects, Allocate()]
+    return effects
 
 
 def _tasks_in(operations: list[mesos.OfferOperation]) -> list[mesos.TaskInfo]:
@@ -183,7 +181,7 @@ def _validate_group(framework: Framework, pool: _Pool, group: mesos.LaunchGroup)
         if info.executor is not None:
             raise ValidationError("executor", "Task in a task group must not set 'executor'")
         _validate_common(framework, pool, info)
-        needed = needed + resources_from_wire(info.resources)
+        needed = _add_disjoint(needed, resources_from_wire(info.resources), f"Task '{info.task_id.value}'")
     _require_available(pool, needed, "Task group")
     return needed
 
@@ -198,7 +196,7 @@ def _validate_task(framework: Framework, pool: _Pool, info: mesos.TaskInfo) -> t
     executor_new = False
     if info.executor is not None:
         executor_new = (pool.agent.id, info.executor.executor_id.value) not in framework.executors
-        needed = needed + _executor_needs(framework, pool, info.executor)
+        needed = _add_disjoint(needed, _executor_needs(framework, pool, info.executor), "Executor")
     if needed.is_empty():
         raise ValidationError("resources", "Task uses no resources")
     _require_available(pool, needed, "Task")
@@ -207,22 +205,14 @@ def _validate_task(framework: Framework, pool: _Pool, info: mesos.TaskInfo) -> t
 
 def _validate_common(framework: Framework, pool: _Pool, info: mesos.TaskInfo) -> None:
     task_id = info.task_id.value
-    if (
-        not task_id
-        or len(task_id) > _MAX_ID_LENGTH
-        or task_id in (".", "..")
-        or "/" in task_id
-        or "\0" in task_id
-    ):
+    if not task_id or len(task_id) > _MAX_ID_LENGTH or task_id in (".", "..") or "/" in task_id or "\0" in task_id:
         raise ValidationError("task_id", f"Task ID '{task_id}' is invalid")
     if task_id in framework.tasks:
         raise ValidationError("task_id", f"Task has duplicate ID: {task_id}")
     if info.agent_id.value != pool.agent.id:
         raise ValidationError("agent_id", f"Task uses invalid agent: {info.agent_id.value}")
     if info.kill_policy and info.kill_policy.grace_period and info.kill_policy.grace_period.nanoseconds < 0:
-        raise ValidationError(
-            "kill_policy.grace_period", "Task's kill policy must have a non-negative grace period"
-        )
+        raise ValidationError("kill_policy.grace_period", "Task's kill policy must have a non-negative grace period")
 
 
 def _executor_needs(framework: Framework, pool: _Pool, executor: mesos.ExecutorInfo) -> Resources:
@@ -236,9 +226,7 @@ def _executor_needs(framework: Framework, pool: _Pool, executor: mesos.ExecutorI
     running = framework.executors.get((pool.agent.id, executor.executor_id.value))
     if running is not None:
         if _without_framework_id(running.info) != _without_framework_id(executor):
-            raise ValidationError(
-                "executor", "ExecutorInfo is not compatible with the executor already running"
-            )
+            raise ValidationError("executor", "ExecutorInfo is not compatible with the executor already running")
         return Resources.empty()
     return resources_from_wire(executor.resources)
 
@@ -247,11 +235,22 @@ def _without_framework_id(executor: mesos.ExecutorInfo) -> bytes:
     return encode(msgspec.structs.replace(executor, framework_id=None))
 
 
+def _add_disjoint(total: Resources, more: Resources, what: str) -> Resources:
+    """``total + more``, refusing a port or set item claimed twice (``+`` unites ranges and sets silently,
+    so two tasks of a group could hold one port and later free it twice).
+
+    Raises:
+        ValidationError: ``more`` shares a range or set item with ``total``.
+    """
+    combined = total + more
+    if not (combined - more).contains(total):
+        raise ValidationError("resources", f"{what} uses resources {more} that overlap {total}")
+    return combined
+
+
 def _require_available(pool: _Pool, needed: Resources, what: str) -> None:
     if not pool.available.contains(needed):
-        raise ValidationError(
-            "resources", f"{what} uses more resources {needed} than available {pool.available}"
-        )
+        raise ValidationError("resources", f"{what} uses more resources {needed} than available {pool.available}")
 
 
 def _record_task(
@@ -265,9 +264,7 @@ def _record_task(
     executor = info.executor
     if executor is not None and executor_new:
         executor.framework_id = id_of(framework.id)
-        running = RunningExecutor(
-            info=executor, role=pool.role, resources=resources_from_wire(executor.resources)
-        )
+        running = RunningExecutor(info=executor, role=pool.role, resources=resources_from_wire(executor.resources))
         framework.executors[(pool.agent.id, executor.executor_id.value)] = running
         pool.agent.executors[(framework.id, executor.executor_id.value)] = running
     task = Task(
@@ -283,9 +280,7 @@ def _record_task(
     return task
 
 
-def _task_error(
-    framework: Framework, info: mesos.TaskInfo, message: str, reason: str, now: float
-) -> list[Effect]:
+def _task_error(framework: Framework, info: mesos.TaskInfo, message: str, reason: str, now: float) -> list[Effect]:
     status = mesos.TaskStatus(
         task_id=info.task_id,
         state="TASK_ERROR",

@@ -123,9 +123,7 @@ class Framework:
     failover_deadline: float | None = None
     suppressed_roles: frozenset[str] = frozenset()
     tasks: dict[str, Task] = field(default_factory=dict)
-    completed_tasks: deque[Task] = field(
-        default_factory=lambda: deque(maxlen=MAX_COMPLETED_TASKS_PER_FRAMEWORK)
-    )
+    completed_tasks: deque[Task] = field(default_factory=lambda: deque(maxlen=MAX_COMPLETED_TASKS_PER_FRAMEWORK))
     offers: set[str] = field(default_factory=set)
     # Executors of this framework per agent, so their resources are counted once.
     executors: dict[tuple[str, str], RunningExecutor] = field(default_factory=dict)  # (agent_id, id)

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 from butte.allocator.hierarchical import Allocation
 from butte.core.errors import ValidationError
-from butte.master.effects import Allocate, Effect, SendToFramework
+from butte.master.effects import Effect, SendToFramework
 from butte.master.model import Agent, Framework, Offer
 from butte.master.state import MasterState, id_of
 from butte.wire import mesos
@@ -116,7 +116,7 @@ def decline(
             continue
         take_offer(state, offer_id)
         state.allocator.recover(framework.id, offer.role, offer.agent_id, offer.resources, now, seconds)
-    return [Allocate()]
+    return []
 
 
 def rescind(state: MasterState, offer: Offer, now: float, *, notify: bool = True) -> list[Effect]:
@@ -125,14 +125,10 @@ def rescind(state: MasterState, offer: Offer, now: float, *, notify: bool = True
     state.allocator.recover(offer.framework_id, offer.role, offer.agent_id, offer.resources, now)
     if not notify:
         return []
-    return [
-        SendToFramework(offer.framework_id, Event(type="RESCIND", rescind=Rescind(offer_id=id_of(offer.id))))
-    ]
+    return [SendToFramework(offer.framework_id, Event(type="RESCIND", rescind=Rescind(offer_id=id_of(offer.id))))]
 
 
-def rescind_framework_offers(
-    state: MasterState, framework: Framework, now: float, *, notify: bool
-) -> list[Effect]:
+def rescind_framework_offers(state: MasterState, framework: Framework, now: float, *, notify: bool) -> list[Effect]:
     """Rescind every outstanding offer of a framework."""
     effects: list[Effect] = []
     for offer_id in sorted(framework.offers):
@@ -157,4 +153,4 @@ def expire_offers(state: MasterState, now: float) -> list[Effect]:
     effects: list[Effect] = []
     for offer in stale:
         effects += rescind(state, offer, now)
-    return [*effects, Allocate()] if effects else []
+    return effects

@@ -65,9 +65,7 @@ class MasterState:
         self.rng = rng
         self.start_time = start_time
         self.master_info = build_master_info(config)
-        self.allocator = HierarchicalAllocator(
-            rng=rng, weights=config.weights, min_allocatable=config.min_allocatable
-        )
+        self.allocator = HierarchicalAllocator(rng=rng, weights=config.weights, min_allocatable=config.min_allocatable)
         self.agents: dict[str, Agent] = {}
         self.frameworks: dict[str, Framework] = {}
         self.completed_frameworks: deque[Framework] = deque(maxlen=MAX_COMPLETED_FRAMEWORKS)
@@ -79,10 +77,12 @@ class MasterState:
         self._next_offer = 0
 
     def new_framework_id(self) -> str:
-        """``<master id>-NNNN``, as Mesos numbers frameworks."""
-        value = f"{self.config.master_id}-{self._next_framework:04d}"
-        self._next_framework += 1
-        return value
+        """``<master id>-NNNN``, as Mesos numbers frameworks; skips ids a framework chose for itself."""
+        while True:
+            value = f"{self.config.master_id}-{self._next_framework:04d}"
+            self._next_framework += 1
+            if value not in self.frameworks and value not in self.removed_framework_ids:
+                return value
 
     def new_agent_id(self) -> str:
         """``<master id>-S<n>``."""

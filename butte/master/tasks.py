@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from butte.master.effects import Allocate, Effect, SendToAgent, SendToFramework
+from butte.master.effects import Effect, SendToAgent, SendToFramework
 from butte.master.model import Framework, FrameworkLink, Task
 from butte.master.state import MasterState, id_of
 from butte.wire import mesos
@@ -54,8 +54,13 @@ def on_agent_update(
 
 
 def _record_status(state: MasterState, task: Task, status: mesos.TaskStatus, now: float) -> list[Effect]:
-    task.latest = status
-    task.state = status.state
+    # Mesos: once a task is terminal no later update changes its state (its resources are already free).
+    if task.state not in TERMINAL_STATES:
+        task.latest = status
+        task.state = status.state
+    # A retried update replaces the status it repeats, as Mesos's updateTask does.
+    if task.statuses and task.statuses[-1].state == status.state:
+        task.statuses.pop()
     task.statuses.append(status)
     if len(task.statuses) > _MAX_STATUSES_PER_TASK:
         del task.statuses[0]
@@ -73,7 +78,6 @@ def release_task_resources(state: MasterState, task: Task, now: float) -> list[E
     task.resources_released = True
     if task.agent_id in state.agents and not task.resources.is_empty():
         state.allocator.recover(task.framework_id, task.role, task.agent_id, task.resources, now)
-        return [Allocate()]
     return []
 
 
@@ -116,12 +120,18 @@ def forget_executor(state: MasterState, framework: Framework, agent_id: str, exe
 
 
 def kill(
-    state: MasterState, framework: Framework, task_id: str, kill_policy: mesos.KillPolicy | None, now: float
+    state: MasterState,
+    framework: Framework,
+    task_id: str,
+    kill_policy: mesos.KillPolicy | None,
+    now: float,
+    agent_id: str | None = None,
 ) -> list[Effect]:
     """KILL: ask the task's agent; a task the master does not know is answered like reconciliation."""
     task = framework.tasks.get(task_id)
     if task is None:
-        return reconcile(state, framework, [(task_id, None)], now)
+        # Mesos reconciles with the agent id the KILL named, so a registered agent makes the task TASK_GONE.
+        return reconcile(state, framework, [(task_id, agent_id)], now)
     kill_task = KillTask(framework_id=id_of(framework.id), task_id=task.info.task_id, kill_policy=kill_policy)
     return [SendToAgent(task.agent_id, AgentEvent(type="KILL_TASK", kill_task=kill_task))]
 
@@ -155,17 +165,14 @@ def _latest(task: Task, now: float) -> mesos.TaskStatus:
     )
 
 
-def _unknown_task_status(
-    state: MasterState, task_id: str, agent_id: str | None, now: float
-) -> mesos.TaskStatus:
+def _unknown_task_status(state: MasterState, task_id: str, agent_id: str | None, now: float) -> mesos.TaskStatus:
     # Mesos: on a registered agent the task is gone; with no known agent the master cannot say (UNKNOWN).
     known_agent = agent_id is not None and agent_id in state.agents
     return mesos.TaskStatus(
         task_id=ID(value=task_id),
         state="TASK_GONE" if known_agent else "TASK_UNKNOWN",
-        message="Reconciliation: Task is unknown"
-        if known_agent
-        else "Reconciliation: Task is unknown to the agent",
+        # Mesos's texts: Marathon reads "Task is unknown to the" as "gone for good".
+        message="Reconciliation: Task is unknown to the agent" if known_agent else "Reconciliation: Task is unknown",
         source="SOURCE_MASTER",
         reason="REASON_RECONCILIATION",
         agent_id=ID(value=agent_id) if agent_id else None,
@@ -192,9 +199,7 @@ def framework_message(framework: Framework, agent_id: str, executor_id: str, dat
     return [SendToAgent(agent_id, AgentEvent(type="FRAMEWORK_MESSAGE", framework_message=message))]
 
 
-def executor_message(
-    state: MasterState, agent_id: str, framework_id: str, executor_id: str, data: str
-) -> list[Effect]:
+def executor_message(state: MasterState, agent_id: str, framework_id: str, executor_id: str, data: str) -> list[Effect]:
     """An executor's message to its scheduler, relayed by the agent."""
     if framework_id not in state.frameworks:
         return []
@@ -211,4 +216,4 @@ def executor_exited(
         return []
     forget_executor(state, framework, agent_id, executor_id)
     failure = Failure(agent_id=id_of(agent_id), executor_id=ID(value=executor_id), status=status)
-    return [SendToFramework(framework_id, Event(type="FAILURE", failure=failure)), Allocate()]
+    return [SendToFramework(framework_id, Event(type="FAILURE", failure=failure))]

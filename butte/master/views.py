@@ -40,9 +40,7 @@ def version_json() -> Json:
     }
 
 
-def state_json(
-    state: MasterState, *, flags: dict[str, str], elected_time: float, leader: bool = True
-) -> Json:
+def state_json(state: MasterState, *, flags: dict[str, str], elected_time: float, leader: bool = True) -> Json:
     """``GET /master/state``."""
     config = state.config
     pid = f"master@{config.ip}:{config.port}"
@@ -70,23 +68,16 @@ def state_json(
     }
 
 
-def _sum(parts: list[Resources]) -> Resources:
-    total = Resources.empty()
-    for part in parts:
-        total = total + part
-    return total
-
-
 def agent_used(agent: Agent) -> Resources:
     """Resources held by the agent's live tasks and executors."""
-    return _sum([t.resources for t in agent.tasks.values() if not t.resources_released]) + _sum(
+    return Resources.sum([t.resources for t in agent.tasks.values() if not t.resources_released]) + Resources.sum(
         [e.resources for e in agent.executors.values()]
     )
 
 
 def agent_json(state: MasterState, agent: Agent) -> Json:
     """One entry of ``slaves``."""
-    offered = _sum([state.offers[o].resources for o in agent.offers])
+    offered = Resources.sum([state.offers[o].resources for o in agent.offers])
     return {
         "id": agent.id,
         "hostname": agent.hostname,
@@ -125,9 +116,9 @@ def _attributes_flat(agent: Agent) -> Json:
 def framework_json(state: MasterState, framework: Framework) -> Json:
     """One entry of ``frameworks`` / ``completed_frameworks``."""
     info = framework.info
-    used = _sum([t.resources for t in framework.tasks.values() if not t.resources_released])
-    used = used + _sum([e.resources for e in framework.executors.values()])
-    offered = _sum([state.offers[o].resources for o in framework.offers if o in state.offers])
+    used = Resources.sum([t.resources for t in framework.tasks.values() if not t.resources_released])
+    used = used + Resources.sum([e.resources for e in framework.executors.values()])
+    offered = Resources.sum([state.offers[o].resources for o in framework.offers if o in state.offers])
     roles = sorted(framework.roles)
     return {
         "id": framework.id,

@@ -10,19 +10,20 @@ from aiohttp import web
 
 from butte.core.errors import ValidationError
 from butte.master import agents, tasks
-from butte.master.api.common import check_content_type, empty, error_response, open_stream
+from butte.master.api.common import SERVICE, check_content_type, empty, error_response, open_stream
 from butte.master.effects import Effect
 from butte.master.service import MasterService
 from butte.wire.agent_link import AgentCall, AgentEvent, ShutdownAgent
 from butte.wire.base import decode, encode
 from butte.wire.recordio import frame
+from butte.wire.resources import resources_from_wire
 
 log = logging.getLogger("butte.master.agents")
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
     """Entry point for every call an agent makes."""
-    service: MasterService = request.app["service"]
+    service: MasterService = request.app[SERVICE]
     check_content_type(request)
     try:
         call = decode(await request.read(), AgentCall)
@@ -62,14 +63,13 @@ def _on_call(service: MasterService, call: AgentCall, stream_id: str | None) -> 
 
 
 async def _connect(request: web.Request, service: MasterService, call: AgentCall) -> web.StreamResponse:
+    _validate_resources(call)  # once the stream is open an error can no longer be a 400
     stream_id = str(uuid.uuid4())
     peer_ip = _peer_ip(request)
     refusal = _refusal(service, call)
     response = await open_stream(request, {"Mesos-Stream-Id": stream_id})
     if refusal is not None:
-        await response.write(
-            frame(encode(AgentEvent(type="SHUTDOWN", shutdown=ShutdownAgent(message=refusal))))
-        )
+        await response.write(frame(encode(AgentEvent(type="SHUTDOWN", shutdown=ShutdownAgent(message=refusal)))))
         return response
     outbox = service.attach_agent_stream(stream_id)
     agent_id = _admit(service, call, peer_ip, stream_id)
@@ -80,6 +80,23 @@ async def _connect(request: web.Request, service: MasterService, call: AgentCall
     finally:
         service.agent_stream_closed(agent_id, stream_id)
     return response
+
+
+def _validate_resources(call: AgentCall) -> None:
+    """Check the agent's, its tasks' and its executors' resources before anything is admitted.
+
+    Raises:
+        ValidationError: a resource is malformed; names its path.
+    """
+    message = call.register or call.reregister
+    if message is None:
+        return
+    resources_from_wire(message.agent_info.resources, field="agent_info.resources")
+    if call.reregister is not None:
+        for index, task in enumerate(call.reregister.tasks):
+            resources_from_wire(task.resources, field=f"reregister.tasks[{index}].resources")
+        for index, record in enumerate(call.reregister.executors):
+            resources_from_wire(record.executor_info.resources, field=f"reregister.executors[{index}].resources")
 
 
 def _refusal(service: MasterService, call: AgentCall) -> str | None:

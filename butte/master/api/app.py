@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from butte.master.api import agent_link, readonly, scheduler
+from butte.master.api import agent_link, operator, readonly, scheduler
+from butte.master.api.common import FLAGS, SERVICE
 from butte.master.service import MasterService
 
 _POST_ONLY = {
     "/api/v1/scheduler": scheduler.handle,
     "/api/v1/agent": agent_link.handle,
+    "/api/v1": operator.handle,
+    # libprocess routes by longest prefix, and pymesos's operator client posts here.
+    "/api/v1/operator": operator.handle,
 }
 
 _GETS = {
@@ -32,8 +36,8 @@ async def _method_not_allowed(request: web.Request) -> web.Response:
 def build_app(service: MasterService, flags: dict[str, str]) -> web.Application:
     """Routes for the scheduler, agent and read-only APIs."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app["service"] = service
-    app["flags"] = flags
+    app[SERVICE] = service
+    app[FLAGS] = flags
     for path, handler in _POST_ONLY.items():
         for prefix in ("", "/master"):
             app.router.add_post(prefix + path, handler)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -18,8 +19,15 @@ from butte.core.errors import (
 )
 from butte.wire.recordio import frame
 
+if TYPE_CHECKING:
+    from butte.master.service import MasterService
+
 JSON = "application/json"
 PROTOBUF = "application/x-protobuf"
+
+# Typed application keys (aiohttp warns about plain strings, and the test suite turns warnings into errors).
+SERVICE: web.AppKey[MasterService] = web.AppKey("service")
+FLAGS: web.AppKey[dict[str, str]] = web.AppKey("flags")
 
 # Status by error class, walked along the exception's MRO so subclasses inherit their parent's code.
 DEFAULT_STATUS: Mapping[type[ButteError], int] = {

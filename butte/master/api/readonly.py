@@ -7,7 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
+from butte.core.resources import Resources
 from butte.master import views
+from butte.master.api.common import FLAGS, SERVICE
 from butte.master.service import MasterService
 
 
@@ -22,20 +24,20 @@ def json_response(request: web.Request, data: Any) -> web.Response:
 
 async def state(request: web.Request) -> web.Response:
     """``GET /master/state``."""
-    service: MasterService = request.app["service"]
-    data = views.state_json(service.state, flags=request.app["flags"], elected_time=service.elected_time)
+    service: MasterService = request.app[SERVICE]
+    data = views.state_json(service.state, flags=request.app[FLAGS], elected_time=service.elected_time)
     return json_response(request, data)
 
 
 async def state_summary(request: web.Request) -> web.Response:
     """``GET /master/state-summary``."""
-    service: MasterService = request.app["service"]
+    service: MasterService = request.app[SERVICE]
     return json_response(request, views.state_summary_json(service.state))
 
 
 async def frameworks(request: web.Request) -> web.Response:
     """``GET /master/frameworks``."""
-    service: MasterService = request.app["service"]
+    service: MasterService = request.app[SERVICE]
     data = views.state_json(service.state, flags={}, elected_time=service.elected_time)
     return json_response(
         request,
@@ -49,14 +51,14 @@ async def frameworks(request: web.Request) -> web.Response:
 
 async def slaves(request: web.Request) -> web.Response:
     """``GET /master/slaves``."""
-    service: MasterService = request.app["service"]
+    service: MasterService = request.app[SERVICE]
     agents = [views.agent_json(service.state, a) for a in service.state.agents.values()]
     return json_response(request, {"slaves": agents, "recovered_slaves": []})
 
 
 async def tasks(request: web.Request) -> web.Response:
     """``GET /master/tasks``: every known task, active then completed."""
-    service: MasterService = request.app["service"]
+    service: MasterService = request.app[SERVICE]
     found = [views.task_json(t) for f in service.state.frameworks.values() for t in f.tasks.values()]
     found += [views.task_json(t) for f in service.state.frameworks.values() for t in f.completed_tasks]
     return json_response(request, {"tasks": found})
@@ -64,7 +66,7 @@ async def tasks(request: web.Request) -> web.Response:
 
 async def redirect(request: web.Request) -> web.Response:
     """``GET /master/redirect``: 307 to the leader, ``//host:port`` (this master leads when standalone)."""
-    service: MasterService = request.app["service"]
+    service: MasterService = request.app[SERVICE]
     config = service.state.config
     raise web.HTTPTemporaryRedirect(location=f"//{config.hostname}:{config.port}")
 
@@ -81,15 +83,15 @@ async def version(request: web.Request) -> web.Response:
 
 async def flags(request: web.Request) -> web.Response:
     """``GET /master/flags``."""
-    return json_response(request, {"flags": request.app["flags"]})
+    return json_response(request, {"flags": request.app[FLAGS]})
 
 
 async def metrics(request: web.Request) -> web.Response:
     """``GET /metrics/snapshot``: a flat object of the master's gauges, Mesos's ``master/`` keys."""
-    service: MasterService = request.app["service"]
+    service: MasterService = request.app[SERVICE]
     st = service.state
-    total = views._sum([a.total for a in st.agents.values()])
-    used = views._sum([views.agent_used(a) for a in st.agents.values()])
+    total = Resources.sum([a.total for a in st.agents.values()])
+    used = Resources.sum([views.agent_used(a) for a in st.agents.values()])
     data: dict[str, float] = {
         "master/elected": 1.0,
         "master/uptime_secs": service.now() - st.start_time,

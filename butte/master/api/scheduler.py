@@ -12,6 +12,7 @@ from aiohttp import web
 from butte.core.errors import ButteError, NotFound, ValidationError
 from butte.master import frameworks, launch, offers, tasks
 from butte.master.api.common import (
+    SERVICE,
     accepts_json,
     check_content_type,
     empty,
@@ -35,7 +36,7 @@ Handler = Callable[[MasterService, Framework, Call, float], list[Effect]]
 
 async def handle(request: web.Request) -> web.StreamResponse:
     """Entry point for every scheduler call."""
-    service: MasterService = request.app["service"]
+    service: MasterService = request.app[SERVICE]
     check_content_type(request)
     try:
         call = decode(await request.read(), Call)
@@ -62,9 +63,7 @@ async def _subscribe(request: web.Request, service: MasterService, call: Call) -
     if not accepts_json(request):
         return web.Response(status=406, text="Expecting 'Accept' to allow application/json")
     if "Mesos-Stream-Id" in request.headers:
-        return web.Response(
-            status=400, text="Subscribe calls should not include the 'Mesos-Stream-Id' header"
-        )
+        return web.Response(status=400, text="Subscribe calls should not include the 'Mesos-Stream-Id' header")
     assert call.subscribe is not None
     stream_id = str(uuid.uuid4())
     response = await open_stream(request, {"Mesos-Stream-Id": stream_id})
@@ -118,7 +117,9 @@ def _suppress(service: MasterService, framework: Framework, call: Call, now: flo
 
 def _kill(service: MasterService, framework: Framework, call: Call, now: float) -> list[Effect]:
     assert call.kill is not None
-    return tasks.kill(service.state, framework, call.kill.task_id.value, call.kill.kill_policy, now)
+    kill = call.kill
+    agent_id = kill.agent_id.value if kill.agent_id else None
+    return tasks.kill(service.state, framework, kill.task_id.value, kill.kill_policy, now, agent_id)
 
 
 def _shutdown(service: MasterService, framework: Framework, call: Call, now: float) -> list[Effect]:
@@ -146,7 +147,7 @@ def _message(service: MasterService, framework: Framework, call: Call, now: floa
 
 def _update_framework(service: MasterService, framework: Framework, call: Call, now: float) -> list[Effect]:
     assert call.update_framework is not None
-    return frameworks.update_framework(service.state, framework, call.update_framework)
+    return frameworks.update_framework(service.state, framework, call.update_framework, now)
 
 
 def _ignored(service: MasterService, framework: Framework, call: Call, now: float) -> list[Effect]:

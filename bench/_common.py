@@ -1,0 +1,45 @@
+"""Helpers shared by the benchmarks: a local cluster, a framework, percentiles, ``name: value`` output."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import time
+
+from butte.scheduler.sdk import SchedulerClient
+from butte.wire.mesos import FrameworkInfo
+
+BIG_AGENT = "cpus:64;mem:65536;disk:100000;ports:[31000-32000]"
+
+
+def report(name: str, value: float) -> None:
+    """One result line, ``name: value``, as the project's benchmarks print them."""
+    print(f"{name}: {value:.3f}", flush=True)
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """The sample at ``fraction`` (0..1) of the sorted samples, nearest rank."""
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))
+    return ordered[index]
+
+
+def median(samples: list[float]) -> float:
+    """The median of the samples."""
+    return statistics.median(samples)
+
+
+def direct_spawn_rate(count: int) -> float:
+    """Processes per second when ``count`` ``/bin/true`` are spawned in a burst and reaped: the host floor."""
+    start = time.perf_counter()
+    children = [subprocess.Popen(["/bin/true"], start_new_session=True) for _ in range(count)]
+    for child in children:
+        child.wait()
+    return count / (time.perf_counter() - start)
+
+
+def framework(master: str, name: str) -> SchedulerClient:
+    """A scheduler client for a benchmark framework."""
+    user = os.environ.get("USER") or "root"
+    return SchedulerClient(master, FrameworkInfo(user=user, name=name), auto_acknowledge=True)
