@@ -22,6 +22,11 @@ class Message(msgspec.Struct, omit_defaults=True, kw_only=True):
     """Base of every wire struct: unknown keys are ignored, defaults are not written."""
 
 
+# Sub-messages Butte passes through untouched are typed ``msgspec.Raw`` with this default: an empty Raw is
+# left out when written, and a union ``Raw | None`` would accept nothing but null.
+NO_RAW = msgspec.Raw()
+
+
 class ID(Message):
     """FrameworkID, AgentID, TaskID, ExecutorID, OfferID, OperationID: ``{"value": "..."}``."""
 
@@ -47,7 +52,7 @@ def decode(data: bytes | str, kind: type[T]) -> T:
     except msgspec.ValidationError as exc:
         field, msg = _split_msgspec_error(str(exc))
         raise ValidationError(field, msg) from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ValidationError("", f"Failed to parse body into JSON: {exc}") from exc
 
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 import msgspec
 
-from butte.wire.base import ID, Message
+from butte.wire.base import ID, NO_RAW, Message
 from butte.wire.resources import AllocationInfo, Attribute, Label, Labels, Resource
 
 __all__ = ["AllocationInfo", "Attribute", "Label", "Labels", "Resource"]
@@ -92,7 +92,7 @@ class FrameworkInfo(Message):
     webui_url: str | None = None
     capabilities: list[Capability] = []
     labels: Labels | None = None
-    offer_filters: msgspec.Raw | None = None
+    offer_filters: msgspec.Raw = NO_RAW
 
 
 class MasterInfo(Message):
@@ -118,7 +118,7 @@ class EnvironmentVariable(Message):
     name: str
     type: Literal["VALUE", "SECRET", "UNKNOWN"] = "VALUE"
     value: str | None = None
-    secret: msgspec.Raw | None = None
+    secret: msgspec.Raw = NO_RAW
 
 
 class Environment(Message):
@@ -144,14 +144,14 @@ class CommandInfo(Message):
 
 class ContainerInfo(Message):
     type: Literal["DOCKER", "MESOS"]
-    volumes: msgspec.Raw | None = None
+    volumes: msgspec.Raw = NO_RAW
     hostname: str | None = None
-    docker: msgspec.Raw | None = None
-    mesos: msgspec.Raw | None = None
-    network_infos: msgspec.Raw | None = None
-    linux_info: msgspec.Raw | None = None
-    rlimit_info: msgspec.Raw | None = None
-    tty_info: msgspec.Raw | None = None
+    docker: msgspec.Raw = NO_RAW
+    mesos: msgspec.Raw = NO_RAW
+    network_infos: msgspec.Raw = NO_RAW
+    linux_info: msgspec.Raw = NO_RAW
+    rlimit_info: msgspec.Raw = NO_RAW
+    tty_info: msgspec.Raw = NO_RAW
 
 
 class ExecutorInfo(Message):
@@ -164,7 +164,7 @@ class ExecutorInfo(Message):
     name: str | None = None
     source: str | None = None
     data: str | None = None
-    discovery: msgspec.Raw | None = None
+    discovery: msgspec.Raw = NO_RAW
     shutdown_grace_period: DurationInfo | None = None
     labels: Labels | None = None
 
@@ -181,14 +181,14 @@ class TaskInfo(Message):
     executor: ExecutorInfo | None = None
     command: CommandInfo | None = None
     container: ContainerInfo | None = None
-    health_check: msgspec.Raw | None = None
-    check: msgspec.Raw | None = None
+    health_check: msgspec.Raw = NO_RAW
+    check: msgspec.Raw = NO_RAW
     kill_policy: KillPolicy | None = None
     data: str | None = None
     labels: Labels | None = None
-    discovery: msgspec.Raw | None = None
+    discovery: msgspec.Raw = NO_RAW
     max_completion_time: DurationInfo | None = None
-    limits: msgspec.Raw | None = None
+    limits: msgspec.Raw = NO_RAW
 
 
 class TaskGroupInfo(Message):
@@ -202,8 +202,8 @@ class ContainerID(Message):
 
 class ContainerStatus(Message):
     container_id: ContainerID | None = None
-    network_infos: msgspec.Raw | None = None
-    cgroup_info: msgspec.Raw | None = None
+    network_infos: msgspec.Raw = NO_RAW
+    cgroup_info: msgspec.Raw = NO_RAW
     executor_pid: int | None = None
 
 
@@ -219,11 +219,11 @@ class TaskStatus(Message):
     timestamp: float | None = None
     uuid: str | None = None
     healthy: bool | None = None
-    check_status: msgspec.Raw | None = None
+    check_status: msgspec.Raw = NO_RAW
     labels: Labels | None = None
     container_status: ContainerStatus | None = None
     unreachable_time: TimeInfo | None = None
-    limitation: msgspec.Raw | None = None
+    limitation: msgspec.Raw = NO_RAW
 
 
 class Filters(Message):
@@ -244,10 +244,10 @@ class OfferOperation(Message):
     id: ID | None = None
     launch: Launch | None = None
     launch_group: LaunchGroup | None = None
-    reserve: msgspec.Raw | None = None
-    unreserve: msgspec.Raw | None = None
-    create: msgspec.Raw | None = None
-    destroy: msgspec.Raw | None = None
+    reserve: msgspec.Raw = NO_RAW
+    unreserve: msgspec.Raw = NO_RAW
+    create: msgspec.Raw = NO_RAW
+    destroy: msgspec.Raw = NO_RAW
 
 
 class Offer(Message):
@@ -276,8 +276,8 @@ class Task(Message):
     status_update_state: TaskState | None = None
     status_update_uuid: str | None = None
     labels: Labels | None = None
-    discovery: msgspec.Raw | None = None
+    discovery: msgspec.Raw = NO_RAW
     container: ContainerInfo | None = None
-    health_check: msgspec.Raw | None = None
+    health_check: msgspec.Raw = NO_RAW
     kill_policy: KillPolicy | None = None
     user: str | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from butte.wire.base import ID, Message
+from butte.wire.base import ID, NO_RAW, Message
 
 
 class WeightInfo(Message):
@@ -29,4 +29,4 @@ class OperatorCall(Message):
     update_weights: UpdateWeights | None = None
     teardown: Teardown | None = None
     mark_agent_gone: AgentRef | None = None
-    get_metrics: msgspec.Raw | None = None
+    get_metrics: msgspec.Raw = NO_RAW

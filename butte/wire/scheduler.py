@@ -7,7 +7,7 @@ from typing import Literal
 import msgspec
 
 from butte.core.errors import ValidationError
-from butte.wire.base import ID, Message, b64decode
+from butte.wire.base import ID, NO_RAW, Message, b64decode
 from butte.wire.mesos import (
     Filters,
     FrameworkInfo,
@@ -43,7 +43,7 @@ CallType = Literal[
 class Subscribe(Message):
     framework_info: FrameworkInfo
     suppressed_roles: list[str] = []
-    offer_constraints: msgspec.Raw | None = None
+    offer_constraints: msgspec.Raw = NO_RAW
 
 
 class Accept(Message):
@@ -86,7 +86,7 @@ class Acknowledge(Message):
 class AcknowledgeOperationStatus(Message):
     agent_id: ID | None = None
     resource_provider_id: ID | None = None
-    uuid: msgspec.Raw | None = None
+    uuid: msgspec.Raw = NO_RAW
     operation_id: ID | None = None
 
 
@@ -100,7 +100,7 @@ class Reconcile(Message):
 
 
 class ReconcileOperations(Message):
-    operations: msgspec.Raw | None = None
+    operations: msgspec.Raw = NO_RAW
 
 
 class SchedulerMessage(Message):
@@ -110,13 +110,13 @@ class SchedulerMessage(Message):
 
 
 class Request(Message):
-    requests: msgspec.Raw | None = None
+    requests: msgspec.Raw = NO_RAW
 
 
 class UpdateFramework(Message):
     framework_info: FrameworkInfo
     suppressed_roles: list[str] = []
-    offer_constraints: msgspec.Raw | None = None
+    offer_constraints: msgspec.Raw = NO_RAW
 
 
 class Call(Message):
@@ -210,7 +210,7 @@ class Subscribed(Message):
 
 class OffersEvent(Message):
     offers: list[Offer] = []
-    inverse_offers: msgspec.Raw | None = None
+    inverse_offers: msgspec.Raw = NO_RAW
 
 
 class Rescind(Message):
@@ -262,6 +262,6 @@ class Event(Message):
     message: MessageEvent | None = None
     failure: Failure | None = None
     error: Error | None = None
-    inverse_offers: msgspec.Raw | None = None
-    rescind_inverse_offer: msgspec.Raw | None = None
-    update_operation_status: msgspec.Raw | None = None
+    inverse_offers: msgspec.Raw = NO_RAW
+    rescind_inverse_offer: msgspec.Raw = NO_RAW
+    update_operation_status: msgspec.Raw = NO_RAW
