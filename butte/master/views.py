@@ -126,7 +126,7 @@ def framework_json(state: MasterState, framework: Framework) -> Json:
         "user": info.user,
         "hostname": info.hostname or "",
         "webui_url": info.webui_url or "",
-        "principal": info.principal,
+        **({"principal": info.principal} if info.principal else {}),
         "capabilities": [c.type for c in info.capabilities if c.type],
         "active": framework.connected,
         "connected": framework.connected,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 
@@ -75,7 +74,7 @@ async def _connect(request: web.Request, service: MasterService, call: AgentCall
     agent_id = _admit(service, call, peer_ip, stream_id)
     try:
         await outbox.drain_to(response)
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:
         pass
     finally:
         service.agent_stream_closed(agent_id, stream_id)

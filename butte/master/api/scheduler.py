@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -84,7 +83,7 @@ async def _subscribe(request: web.Request, service: MasterService, call: Call) -
     service.apply(effects)
     try:
         await outbox.drain_to(response)
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:
         pass
     finally:
         service.framework_stream_closed(framework_id, stream_id)
