@@ -1,0 +1,227 @@
+"""Spawn task and executor processes cheaply, and learn of their exit without a thread per child.
+
+Each process starts in a new session, so it leads its own process group: a kill reaches everything it
+started (Mesos's POSIX launcher does the same). ``start_new_session`` keeps CPython on its vfork path; a
+``preexec_fn`` would force a full fork, about 3x slower. Exits are watched with a pidfd registered on the
+event loop (``os.pidfd_open`` + ``loop.add_reader``), never with asyncio's child watchers, which start a
+thread per child.
+
+When the group leader exits, whatever it left in its group is killed before the leader is reaped (the
+leader's pid cannot be reused while it is a zombie), as Mesos destroys an executor's container when the
+executor exits.
+
+The blocking part of a launch (sandbox directories and output files, then the spawn itself, during which
+vfork holds the calling thread until the child has exec'd) runs on a small fixed pool of threads: on a
+host where creating a file or directory costs ~0.5 ms, doing it on the event loop capped launches near
+40/s. An optional ``sh`` wrapper records the exit status in the sandbox for a future agent recovery; it
+costs ~30-40% of raw spawn throughput (bench/spawn), so nothing enables it yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pwd
+import signal
+import subprocess
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import IO, final
+
+from butte.core.errors import ButteError, NotFound
+
+# Records the command's exit status in the sandbox, so that an agent that restarts (and so is no longer
+# the parent) can still learn it. "$0" is the status file; the command follows as "$@".
+EXIT_STATUS_WRAPPER = '"$@"; s=$?; echo $s > "$0"; exit $s'
+
+
+class LaunchError(ButteError):
+    """The process could not be started (missing executable, bad user, unreadable sandbox)."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class UserIds:
+    """The identity a process is switched to."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+
+
+def lookup_user(name: str) -> UserIds:
+    """The uid, gid and supplementary groups of a user, as Mesos's ``su`` step would set them.
+
+    Raises:
+        NotFound: there is no such user on this host.
+    """
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError as exc:
+        raise NotFound(f"Failed to get user information for '{name}': no such user") from exc
+    groups = tuple(os.getgrouplist(name, entry.pw_gid))
+    return UserIds(name, entry.pw_uid, entry.pw_gid, groups)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class LaunchSpec:
+    """What to start: argv, environment, working directory, output files and identity."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    cwd: str
+    stdout_path: str
+    stderr_path: str
+    user: UserIds | None = None
+    exit_status_path: str | None = None
+    executable: str | None = None  # when argv[0] is not the program's path (CommandInfo shell=false)
+
+
+@final
+class Process:
+    """A started process group: its leader's exit, and signals to the whole group."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        self.pid = popen.pid
+        self._popen = popen
+        self._loop = loop
+        self._exited: asyncio.Future[int] = loop.create_future()
+        self._pidfd = os.pidfd_open(popen.pid)
+        loop.add_reader(self._pidfd, self._on_exit)
+
+    @property
+    def returncode(self) -> int | None:
+        """None while running; the exit code, or ``-signal`` when a signal ended it."""
+        return self._popen.returncode
+
+    async def wait(self) -> int:
+        """Wait for the leader to exit; the return code as :attr:`returncode`."""
+        return await asyncio.shield(self._exited)
+
+    def signal_group(self, sig: int) -> None:
+        """Send ``sig`` to every process of the group (no error when it is already gone)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+    async def kill(self, grace_s: float) -> int:
+        """SIGTERM the group, SIGKILL it after ``grace_s``; the leader's return code."""
+        if self.returncode is not None:
+            return self.returncode
+        self.signal_group(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.wait(), timeout=grace_s)
+        except TimeoutError:
+            self.signal_group(signal.SIGKILL)
+            return await self.wait()
+
+    def _on_exit(self) -> None:
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        # The leader is a zombie now, so its pid (the group id) is still ours: clear the rest of the group.
+        self.signal_group(signal.SIGKILL)
+        code = self._popen.poll()
+        if code is None:  # cannot happen once the pidfd is readable; keep the future honest anyway
+            code = self._popen.wait()
+        if not self._exited.done():
+            self._exited.set_result(code)
+
+
+@final
+class Launcher:
+    """Starts processes in their own sessions and watches them on the event loop.
+
+    :meth:`launch` does the blocking part (sandbox directories, output files, the spawn itself, during which
+    vfork holds the calling thread until the child has exec'd) on a small fixed pool of threads, so the event
+    loop keeps serving while filesystem and exec latency overlap. No thread is held per running process.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None, spawn_threads: int = 4) -> None:
+        self._loop = loop
+        self._pool = ThreadPoolExecutor(max_workers=spawn_threads, thread_name_prefix="launcher")
+
+    async def launch(self, spec: LaunchSpec, prepare: Callable[[], object] | None = None) -> Process:
+        """Run ``prepare`` (e.g. make the sandbox), then start ``spec``, off the event loop.
+
+        Raises:
+            LaunchError: preparing or starting failed.
+        """
+        loop = self._loop or asyncio.get_running_loop()
+        popen = await loop.run_in_executor(self._pool, _prepare_and_start, spec, prepare)
+        return Process(popen, loop)
+
+    def close(self) -> None:
+        """Let the spawn threads go once their work is done."""
+        self._pool.shutdown(wait=False)
+
+
+def _prepare_and_start(spec: LaunchSpec, prepare: Callable[[], object] | None) -> subprocess.Popen[bytes]:
+    if prepare is not None:
+        prepare()
+    return start_process(spec)
+
+
+def start_process(spec: LaunchSpec) -> subprocess.Popen[bytes]:
+    """Start ``spec`` in a new session; blocking (safe to call from any thread).
+
+    Raises:
+        LaunchError: the executable, the working directory or the output files cannot be used.
+    """
+    argv = _wrapped_argv(spec)
+    switch_to = _identity_change(spec.user)
+    stdout, stderr = _open_output(spec)
+    try:
+        return subprocess.Popen(
+            argv,
+            executable=spec.executable if spec.exit_status_path is None else None,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=spec.cwd,
+            env=dict(spec.env),
+            start_new_session=True,
+            user=switch_to.uid if switch_to else None,
+            group=switch_to.gid if switch_to else None,
+            extra_groups=list(switch_to.groups) if switch_to else None,
+        )
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        raise LaunchError(f"Failed to launch {argv[0]!r}: {exc}") from exc
+    finally:
+        stdout.close()
+        stderr.close()
+
+
+def _wrapped_argv(spec: LaunchSpec) -> list[str]:
+    if spec.exit_status_path is None:
+        return list(spec.argv)
+    # The wrapper cannot give the program an argv[0] of its own, so it runs it under its path.
+    program = [spec.executable or spec.argv[0], *spec.argv[1:]]
+    return ["/bin/sh", "-c", EXIT_STATUS_WRAPPER, spec.exit_status_path, *program]
+
+
+def _open_output(spec: LaunchSpec) -> tuple[IO[bytes], IO[bytes]]:
+    try:
+        stdout = open(spec.stdout_path, "ab")  # noqa: SIM115 - handed to the child, closed right after
+    except OSError as exc:
+        raise LaunchError(f"Failed to open {spec.stdout_path}: {exc}") from exc
+    try:
+        stderr = open(spec.stderr_path, "ab")  # noqa: SIM115
+    except OSError as exc:
+        stdout.close()
+        raise LaunchError(f"Failed to open {spec.stderr_path}: {exc}") from exc
+    user = _identity_change(spec.user)
+    if user is not None:
+        # The task may reopen its own output files, as it could in a Mesos sandbox.
+        for handle in (stdout, stderr):
+            os.fchown(handle.fileno(), user.uid, user.gid)
+    return stdout, stderr
+
+
+def _identity_change(user: UserIds | None) -> UserIds | None:
+    # Switching identity takes CPython off its vfork path, so only do it when it changes something.
+    if user is None or (user.uid == os.geteuid() and user.gid == os.getegid()):
+        return None
+    return user
