@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 from butte.scheduler.sdk import SchedulerClient
 from butte.wire.mesos import FrameworkInfo
 
 BIG_AGENT = "cpus:64;mem:65536;disk:100000;ports:[31000-32000]"
+
+
+# Agents' work dirs go on the project's own disk (not a shared /tmp full of other runs' files, nor tmpfs):
+# each task makes a sandbox, and the file system's metadata speed is part of what is measured.
+DEFAULT_WORK_ROOT = Path(__file__).resolve().parent.parent / ".butte" / "bench"
+
+
+def fresh_work_dir(root: Path, name: str) -> Path:
+    """An empty directory for one benchmark's cluster."""
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.glob(f"{name}-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
 
 
 def report(name: str, value: float) -> None:

@@ -75,6 +75,7 @@ class UpdateChannel:
         self._wake = asyncio.Event()
         self._timer_due: float | None = None
         self._in_flight: set[asyncio.Task[bool]] = set()
+        self._outgoing: list[StatusUpdate] = []
 
     def submit(self, framework_id: str, status: TaskStatus) -> None:
         """Queue an update for reliable delivery."""
@@ -131,11 +132,15 @@ class UpdateChannel:
         self._post(effect.framework_id, effect.status)
 
     def _post(self, framework_id: str, status: TaskStatus) -> None:
-        call = AgentCall(
-            type="UPDATE",
-            agent_id=ID(value=self._agent_id()),
-            update=StatusUpdate(framework_id=ID(value=framework_id), status=status),
-        )
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._send_outgoing)
+        self._outgoing.append(StatusUpdate(framework_id=ID(value=framework_id), status=status))
+
+    def _send_outgoing(self) -> None:
+        # Everything posted in one loop iteration goes in one call: updates of different tasks (a task never
+        # has two in flight, so each task's order is kept), and each call costs the master a request.
+        updates, self._outgoing = self._outgoing, []
+        call = AgentCall(type="UPDATE", agent_id=ID(value=self._agent_id()), updates=updates)
         task = asyncio.get_running_loop().create_task(self._send(call))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
+
+from butte.cli.logs import configure_logging
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -35,11 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``butte`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.logging_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.logging_level)
     code: int = args._module.run(args)
     return code
 

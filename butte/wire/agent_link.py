@@ -66,7 +66,8 @@ class AgentCall(Message):
     agent_id: ID | None = None
     register: Register | None = None
     reregister: Reregister | None = None
-    update: StatusUpdate | None = None
+    # Updates that became ready together travel in one call: each call costs the master a request.
+    updates: list[StatusUpdate] = []
     executor_exited: ExecutorExited | None = None
     message: ExecutorToFramework | None = None
 

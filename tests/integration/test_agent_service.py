@@ -66,7 +66,7 @@ class FakeMaster:
 
     @property
     def updates(self) -> list[TaskStatus]:
-        return [c.update.status for c in self.calls if c.type == "UPDATE" and c.update is not None]
+        return [u.status for c in self.calls if c.type == "UPDATE" for u in c.updates]
 
     def states(self, task_id: str) -> list[str]:
         return [s.state for s in self.updates if s.task_id.value == task_id]
@@ -83,11 +83,11 @@ class FakeMaster:
             return await self._stream(request, call)
         assert request.headers["Mesos-Stream-Id"] == self.stream_id
         self.calls.append(call)
-        if call.type == "UPDATE" and call.update is not None and self.auto_ack and call.update.status.uuid:
-            status = call.update.status
-            assert status.uuid is not None
-            ack = AcknowledgeUpdate(framework_id=call.update.framework_id, task_id=status.task_id, uuid=status.uuid)
-            self.send(AgentEvent(type="ACKNOWLEDGE_UPDATE", acknowledge_update=ack))
+        for update in call.updates if call.type == "UPDATE" and self.auto_ack else []:
+            status = update.status
+            if status.uuid is not None:
+                ack = AcknowledgeUpdate(framework_id=update.framework_id, task_id=status.task_id, uuid=status.uuid)
+                self.send(AgentEvent(type="ACKNOWLEDGE_UPDATE", acknowledge_update=ack))
         return web.Response(status=202)
 
     async def _stream(self, request: web.Request, call: AgentCall) -> web.StreamResponse:

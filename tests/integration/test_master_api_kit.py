@@ -224,7 +224,7 @@ class FakeAgent:
         uuid = base64.b64encode(uuidlib.uuid4().bytes).decode()
         status = {"task_id": {"value": task_id}, "state": state, "source": "SOURCE_EXECUTOR", "uuid": uuid, **extra}
         update = {"framework_id": {"value": framework_id}, "status": status}
-        assert await self.call({"type": "UPDATE", "update": update}) == 202
+        assert await self.call({"type": "UPDATE", "updates": [update]}) == 202
         return uuid
 
     def run_tasks(self) -> list[Json]:

@@ -38,8 +38,8 @@ async def test_unacknowledged_updates_are_retried_and_acks_stop_them() -> None:
     await until(lambda: len(sent) >= 3, timeout=5)  # the first send and two retries
     call = sent[0]
     assert call.type == "UPDATE" and call.agent_id is not None and call.agent_id.value == "A"
-    assert call.update is not None and call.update.framework_id.value == "F"
-    assert {c.update.status.uuid for c in sent if c.update} == {"dXVpZA=="}
+    assert [u.framework_id.value for u in call.updates] == ["F"]
+    assert {u.status.uuid for c in sent for u in c.updates} == {"dXVpZA=="}
     channel.acknowledge("F", "t", "dXVpZA==")
     assert [a.uuid for a in acked] == ["dXVpZA=="]
     assert manager.next_retry_at() is None  # nothing is left to retry

@@ -43,9 +43,11 @@ def _on_call(service: MasterService, call: AgentCall, stream_id: str | None) -> 
         raise ValidationError("Mesos-Stream-Id", "Not the agent's current stream")
     now = service.now()
     agent.last_pong = now
-    if call.type == "UPDATE" and call.update is not None:
-        update = call.update
-        return tasks.on_agent_update(service.state, agent.id, update.framework_id.value, update.status, now)
+    if call.type == "UPDATE":
+        effects: list[Effect] = []
+        for update in call.updates:
+            effects += tasks.on_agent_update(service.state, agent.id, update.framework_id.value, update.status, now)
+        return effects
     if call.type == "EXECUTOR_EXITED" and call.executor_exited is not None:
         exited = call.executor_exited
         return tasks.executor_exited(
