@@ -7,8 +7,8 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
+from butte.edge import Outbox
 from butte.master import agents, frameworks, offers
-from butte.master.api.common import Outbox
 from butte.master.effects import (
     Allocate,
     CloseAgentStream,

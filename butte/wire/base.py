@@ -83,6 +83,27 @@ def _split_msgspec_error(text: str) -> tuple[str, str]:
     return field, msg
 
 
+def require_submessage(call: Message, call_type: str, required: dict[str, str]) -> None:
+    """Mesos's check that a call carries the sub-message its type needs ("Expecting 'accept' to be present").
+
+    Raises:
+        ValidationError: the sub-message named for ``call_type`` in ``required`` is missing.
+    """
+    sub = required.get(call_type)
+    if sub is not None and getattr(call, sub) is None:
+        raise ValidationError(sub, f"Expecting '{sub}' to be present")
+
+
+def check_uuid(text: str, field: str) -> None:
+    """A status update uuid: base64 of exactly 16 bytes (Mesos's ``UUID::fromBytes``).
+
+    Raises:
+        ValidationError: not base64, or not 16 bytes.
+    """
+    if len(b64decode(text, field)) != 16:
+        raise ValidationError(field, "Not a valid UUID")
+
+
 def b64encode(data: bytes) -> str:
     """Protobuf ``bytes`` in JSON: standard base64 with padding."""
     return base64.b64encode(data).decode("ascii")

@@ -7,7 +7,7 @@ from typing import Literal
 import msgspec
 
 from butte.core.errors import ValidationError
-from butte.wire.base import ID, NO_RAW, Message, b64decode
+from butte.wire.base import ID, NO_RAW, Message, check_uuid, require_submessage
 from butte.wire.mesos import (
     Filters,
     FrameworkInfo,
@@ -167,9 +167,7 @@ def validate_call(call: Call) -> None:
     """
     if call.type is None:
         raise ValidationError("type", "Expecting 'type' to be present")
-    sub = _REQUIRED_SUBMESSAGE.get(call.type)
-    if sub is not None and getattr(call, sub) is None:
-        raise ValidationError(sub, f"Expecting '{sub}' to be present")
+    require_submessage(call, call.type, _REQUIRED_SUBMESSAGE)
     if call.type == "SUBSCRIBE":
         assert call.subscribe is not None
         _validate_subscribe_ids(call.framework_id, call.subscribe.framework_info.id)
@@ -178,7 +176,7 @@ def validate_call(call: Call) -> None:
         raise ValidationError("framework_id", "Expecting 'framework_id' to be present")
     if call.type == "ACKNOWLEDGE":
         assert call.acknowledge is not None
-        _validate_uuid(call.acknowledge.uuid, "acknowledge.uuid")
+        check_uuid(call.acknowledge.uuid, "acknowledge.uuid")
     if call.type == "UPDATE_FRAMEWORK":
         assert call.update_framework is not None
         if call.update_framework.framework_info.id != call.framework_id:
@@ -192,11 +190,6 @@ def _validate_subscribe_ids(call_id: ID | None, info_id: ID | None) -> None:
         raise ValidationError(
             "subscribe.framework_info.id", "'framework_id' differs from 'subscribe.framework_info.id'"
         )
-
-
-def _validate_uuid(text: str, field: str) -> None:
-    if len(b64decode(text, field)) != 16:
-        raise ValidationError(field, "Not a valid UUID: expected 16 bytes")
 
 
 # ---- events ----

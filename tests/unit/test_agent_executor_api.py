@@ -13,8 +13,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from butte.agent.api.executor import ExecutorStream, accepts_json, add_executor_routes
+from butte.agent.api.executor import ExecutorStream, add_executor_routes
 from butte.core.errors import Forbidden, NotFound
+from butte.edge import accepts_json
 from butte.wire.base import ID
 from butte.wire.executor import ExecutorCall, ExecutorEvent, ExecutorKill
 from butte.wire.recordio import RecordIODecoder
@@ -127,8 +128,9 @@ async def test_malformed_and_incomplete_calls_are_400(client: TestClient[web.Req
     assert (await post(client, b"{not json"))[0] == 400
     assert (await post(client, json.dumps({"type": "HEARTBEAT"}).encode()))[0] == 400
     status, text = await post(client, json.dumps({"framework_id": FRAMEWORK, "executor_id": EXECUTOR}).encode())
-    assert (status, text) == (400, "Expecting 'type' to be present")
-    assert await post(client, call("UPDATE")) == (400, "Expecting 'update' to be present")
+    # Each message starts with the field it is about, then says what Mesos says.
+    assert (status, text) == (400, "type: Expecting 'type' to be present")
+    assert await post(client, call("UPDATE")) == (400, "update: Expecting 'update' to be present")
 
 
 async def test_only_post_is_allowed(client: TestClient[web.Request, web.Application]) -> None:
@@ -205,7 +207,8 @@ async def test_update_validation(
     body = update_body(**status)
     if status.get("uuid", "") is None:
         del body["update"]["status"]["uuid"]
-    assert await post(client, call("UPDATE", **body)) == (400, message)
+    status, text = await post(client, call("UPDATE", **body))
+    assert status == 400 and text.startswith("update.status.") and text.endswith(message)
 
 
 async def test_slave_prefixed_route_serves_the_same_api(client: TestClient[web.Request, web.Application]) -> None:

@@ -14,15 +14,14 @@ from typing import Protocol, final
 
 from aiohttp import web
 
-from butte.core.errors import ButteError, Forbidden, NotFound, Unavailable, ValidationError
-from butte.wire.base import b64decode, decode, encode
+from butte.core.errors import ButteError, NotFound, ValidationError
+from butte.edge import JSON, NotAcceptable, accepts_json, check_content_type, error_response
+from butte.wire.base import check_uuid, decode, encode, require_submessage
 from butte.wire.executor import ExecutorCall, ExecutorEvent
 from butte.wire.recordio import frame
 
 log = logging.getLogger(__name__)
 
-JSON = "application/json"
-PROTOBUF = "application/x-protobuf"
 
 _REQUIRED_SUBMESSAGE = {"SUBSCRIBE": "subscribe", "UPDATE": "update", "MESSAGE": "message"}
 
@@ -87,7 +86,8 @@ class ExecutorApi:
                 return await self._subscribe(request, call)
             self._dispatch(call)
         except ButteError as exc:
-            return error_response(exc)
+            # Mesos answers "Framework cannot be found" and "Executor cannot be found" with 400.
+            return error_response(exc, overrides={NotFound: 400})
         return web.Response(status=202)
 
     def _dispatch(self, call: ExecutorCall) -> None:
@@ -102,7 +102,7 @@ class ExecutorApi:
 
     async def _subscribe(self, request: web.Request, call: ExecutorCall) -> web.StreamResponse:
         if not accepts_json(request.headers.get("Accept")):
-            raise _NotAcceptable("Only 'application/json' responses are supported")
+            raise NotAcceptable("Only 'application/json' responses are supported")
         stream = ExecutorStream()
         self._port.subscribe(call, stream)
         response = web.StreamResponse(status=200, headers={"Content-Type": JSON})
@@ -125,10 +125,6 @@ async def _pump(stream: ExecutorStream, response: web.StreamResponse) -> None:
         await response.write_eof()
 
 
-class _NotAcceptable(ButteError):
-    """The client accepts no encoding we can answer in."""
-
-
 def parse_call(content_type: str | None, body: bytes) -> ExecutorCall:
     """The call in ``body`` after Mesos's content-type, presence and UPDATE checks.
 
@@ -136,16 +132,11 @@ def parse_call(content_type: str | None, body: bytes) -> ExecutorCall:
         ValidationError: no Content-Type, a body that does not parse, or a call Mesos would reject.
         UnsupportedMediaType: a Content-Type other than exactly ``application/json``.
     """
-    if content_type is None:
-        raise ValidationError("Content-Type", "Expecting 'Content-Type' to be present")
-    if content_type != JSON:
-        raise UnsupportedMediaType(content_type)
+    check_content_type(content_type)
     call = decode(body, ExecutorCall)
     if call.type is None:
         raise ValidationError("type", "Expecting 'type' to be present")
-    sub = _REQUIRED_SUBMESSAGE.get(call.type)
-    if sub is not None and getattr(call, sub) is None:
-        raise ValidationError(sub, f"Expecting '{sub}' to be present")
+    require_submessage(call, call.type, _REQUIRED_SUBMESSAGE)
     if call.type == "UPDATE":
         validate_update(call)
     return call
@@ -162,43 +153,10 @@ def validate_update(call: ExecutorCall) -> None:
     status = call.update.status
     if status.uuid is None:
         raise ValidationError("update.status.uuid", "Expecting 'uuid' to be present")
-    if len(b64decode(status.uuid, "update.status.uuid")) != 16:
-        raise ValidationError("update.status.uuid", "Not a valid UUID")
+    check_uuid(status.uuid, "update.status.uuid")
     if status.source != "SOURCE_EXECUTOR":
         raise ValidationError("update.status.source", "Received Call from executor with invalid source")
     if status.state == "TASK_STAGING":
         raise ValidationError("update.status.state", "Received TASK_STAGING from executor")
     if status.executor_id is not None and status.executor_id != call.executor_id:
         raise ValidationError("update.status.executor_id", "ExecutorID in Call and in status update differ")
-
-
-class UnsupportedMediaType(ButteError):
-    """The request's Content-Type is not one we read."""
-
-    def __init__(self, content_type: str) -> None:
-        super().__init__(f"Expecting 'Content-Type' of {JSON}; got '{content_type}'")
-
-
-def accepts_json(accept: str | None) -> bool:
-    """Whether an ``Accept`` header admits JSON (a missing header does, as in Mesos)."""
-    if accept is None or not accept.strip():
-        return True
-    kinds = {part.split(";")[0].strip().lower() for part in accept.split(",")}
-    return bool(kinds & {JSON, "application/*", "*/*"})
-
-
-_STATUS: tuple[tuple[type[ButteError], int], ...] = (
-    (ValidationError, 400),
-    (NotFound, 400),  # Mesos answers "Framework cannot be found" with 400, not 404
-    (Forbidden, 403),
-    (_NotAcceptable, 406),
-    (UnsupportedMediaType, 415),
-    (Unavailable, 503),
-)
-
-
-def error_response(exc: ButteError) -> web.Response:
-    """The plain-text error answer Mesos gives, with its status code."""
-    status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
-    text = exc.msg if isinstance(exc, ValidationError) else str(exc)
-    return web.Response(status=status, text=text)

@@ -8,8 +8,9 @@ import uuid
 from aiohttp import web
 
 from butte.core.errors import ValidationError
+from butte.edge import content_type_error, empty, error_response, open_stream
 from butte.master import agents, tasks
-from butte.master.api.common import SERVICE, check_content_type, empty, error_response, open_stream
+from butte.master.api.common import SERVICE
 from butte.master.effects import Effect
 from butte.master.service import MasterService
 from butte.wire.agent_link import AgentCall, AgentEvent, ShutdownAgent
@@ -23,7 +24,8 @@ log = logging.getLogger("butte.master.agents")
 async def handle(request: web.Request) -> web.StreamResponse:
     """Entry point for every call an agent makes."""
     service: MasterService = request.app[SERVICE]
-    check_content_type(request)
+    if refused := content_type_error(request.headers.get("Content-Type")):
+        return refused
     try:
         call = decode(await request.read(), AgentCall)
         if call.type in ("REGISTER", "REREGISTER"):

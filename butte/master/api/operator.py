@@ -15,8 +15,9 @@ from aiohttp import web
 import butte
 from butte.core.errors import ButteError, NotFound, ValidationError
 from butte.core.resources import Resources
+from butte.edge import accepts_json, content_type_error, empty, error_response
 from butte.master import frameworks, views
-from butte.master.api.common import FLAGS, SERVICE, accepts_json, check_content_type, empty, error_response
+from butte.master.api.common import FLAGS, SERVICE
 from butte.master.api.readonly import json_response
 from butte.master.model import Agent, Framework, Task
 from butte.master.service import MasterService
@@ -32,9 +33,10 @@ Json = dict[str, Any]
 async def handle(request: web.Request) -> web.Response:
     """Entry point for every operator call."""
     service: MasterService = request.app[SERVICE]
-    check_content_type(request)
-    if not accepts_json(request):
+    if not accepts_json(request.headers.get("Accept")):
         return web.Response(status=406, text="Expecting 'Accept' to allow application/json")
+    if refused := content_type_error(request.headers.get("Content-Type")):
+        return refused
     try:
         call = decode(await request.read(), OperatorCall)
         if call.type in _GETTERS:

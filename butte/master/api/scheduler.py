@@ -9,15 +9,9 @@ from collections.abc import Callable
 from aiohttp import web
 
 from butte.core.errors import ButteError, NotFound, ValidationError
+from butte.edge import accepts_json, content_type_error, empty, error_response, open_stream
 from butte.master import frameworks, launch, offers, tasks
-from butte.master.api.common import (
-    SERVICE,
-    accepts_json,
-    check_content_type,
-    empty,
-    error_response,
-    open_stream,
-)
+from butte.master.api.common import SERVICE
 from butte.master.effects import Effect
 from butte.master.model import Framework
 from butte.master.service import MasterService
@@ -36,7 +30,8 @@ Handler = Callable[[MasterService, Framework, Call, float], list[Effect]]
 async def handle(request: web.Request) -> web.StreamResponse:
     """Entry point for every scheduler call."""
     service: MasterService = request.app[SERVICE]
-    check_content_type(request)
+    if refused := content_type_error(request.headers.get("Content-Type")):
+        return refused
     try:
         call = decode(await request.read(), Call)
         validate_call(call)
@@ -59,7 +54,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
 
 async def _subscribe(request: web.Request, service: MasterService, call: Call) -> web.StreamResponse:
-    if not accepts_json(request):
+    if not accepts_json(request.headers.get("Accept")):
         return web.Response(status=406, text="Expecting 'Accept' to allow application/json")
     if "Mesos-Stream-Id" in request.headers:
         return web.Response(status=400, text="Subscribe calls should not include the 'Mesos-Stream-Id' header")
