@@ -11,12 +11,12 @@ PY := $(VENV)/bin/python
 CHECK_PATHS := butte tests $(wildcard bench)
 PYTEST_ARGS ?= -ra --timeout=300
 
-.PHONY: up test venv compat-deps lint typecheck pytest
+.PHONY: up test venv compat-deps zookeeper lint typecheck pytest
 
 up: $(VENV)/.installed-base
 	$(PY) -m butte.cli.main up
 
-test: compat-deps lint typecheck pytest
+test: compat-deps zookeeper lint typecheck pytest
 
 venv:
 	@scripts/ensure-venv $(PYTHON) $(VENV)
@@ -32,6 +32,10 @@ $(VENV)/.installed-test: pyproject.toml | venv
 
 compat-deps: $(VENV)/.installed-test
 	@scripts/install-compat-deps $(PY)
+
+# Debian's zookeeper for the ensemble the ZooKeeper tests start (they skip, saying why, without it).
+zookeeper:
+	@scripts/install-zookeeper
 
 lint: $(VENV)/.installed-test
 	$(PY) -m ruff check $(CHECK_PATHS)

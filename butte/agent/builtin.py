@@ -15,20 +15,39 @@ from collections.abc import Callable
 from typing import final
 
 from butte.agent.context import AgentContext
+from butte.agent.health import ProbeContext, TaskChecks
 from butte.agent.state import ExecutorKind, ExecutorState, FrameworkState, TaskRecord
 from butte.containerizer.environment import command_variables, executor_environment
-from butte.containerizer.launcher import LaunchError, LaunchSpec, UserIds
+from butte.containerizer.fetcher import Fetcher
+from butte.containerizer.fetcher_cache import FetcherCache
+from butte.containerizer.isolators.base import Limitation
+from butte.containerizer.isolators.containers import Containers, limits_of
+from butte.containerizer.isolators.isolation import ContainerHooks
+from butte.containerizer.launcher import EXIT_STATUS_FILE, Launcher, LaunchError, LaunchSpec, Process, UserIds
 from butte.containerizer.sandbox import create_sandbox, create_task_dir, task_dir
 from butte.core.errors import NotFound
-from butte.executor.command import CommandTask, command_argv
+from butte.executor.command import CommandTask, Report, command_argv, describe_exit
 from butte.executor.group import TaskGroupRun
 from butte.wire.base import ID
-from butte.wire.mesos import CommandInfo, ExecutorInfo, KillPolicy, TaskGroupInfo, TaskInfo, TaskState
+from butte.wire.mesos import (
+    CommandInfo,
+    CommandURI,
+    ExecutorInfo,
+    KillPolicy,
+    Source,
+    TaskGroupInfo,
+    TaskInfo,
+    TaskState,
+)
 
 log = logging.getLogger(__name__)
 
 Runner = CommandTask | TaskGroupRun
+# The states a running task moves through, in order: a reattached runner announces none it has passed.
+_PROGRESS: dict[str, int] = {"TASK_STAGING": 0, "TASK_STARTING": 1, "TASK_RUNNING": 2, "TASK_KILLING": 3}
 ExitCallback = Callable[[CommandTask, TaskState], None]
+# At recovery: a task's process found still running, or the exit code of one that ended meanwhile.
+FoundProcess = Process | int
 
 
 @final
@@ -38,6 +57,14 @@ class BuiltinExecutors:
     def __init__(self, context: AgentContext) -> None:
         self._context = context
         self._runners: dict[tuple[str, str], Runner] = {}
+        config = context.config
+        self.containers = Containers.for_agent(
+            config.isolation, config.cgroups_root, config.cgroups_enable_cfs, self._container_limited
+        )
+        config = context.config
+        cache_dir = config.fetcher_cache_dir or os.path.join(config.work_dir, "fetch")
+        self._fetcher = Fetcher(FetcherCache(cache_dir, config.fetcher_cache_size_bytes))
+        self._probe_launcher = Launcher(spawn_threads=2)  # check commands: not tasks, so not checkpointed
 
     def run_task(self, framework: FrameworkState, task: TaskInfo) -> None:
         """Start a command task under a command executor named after it."""
@@ -78,6 +105,59 @@ class BuiltinExecutors:
             command = self._command_task(framework, executor, record, directory, user, prepare, run.task_exited)
             run.add(record.task_id, command)
         run.start()
+
+    def recover(self, framework: FrameworkState, executor: ExecutorState, find: Callable[[str], FoundProcess]) -> None:
+        """Reattach to a recovered command executor or task group: watch what runs, report what ended.
+
+        ``find`` maps a task's working directory to its running process, or to the exit code it left.
+        """
+        grouped = executor.kind is ExecutorKind.GROUP
+        group = TaskGroupRun() if grouped else None
+        commands: dict[str, CommandTask] = {}
+        ended: list[TaskState] = []
+        for record in [task for task in executor.tasks.values() if not task.terminal]:
+            directory = task_dir(executor.directory, record.task_id) if grouped else executor.directory
+            found = find(directory)
+            if isinstance(found, int):
+                ended.append(self._report_ended(record, executor, found))
+                continue
+            self._context.launcher.reattach(directory, found)
+            on_exit = group.task_exited if group is not None else None
+            command = self._command_task(framework, executor, record, directory, None, None, on_exit, recovered=True)
+            commands[record.task_id] = command
+        self._resume(framework, executor, group, commands, ended)
+        for task_id, command in commands.items():
+            task = executor.tasks.get(task_id)
+            if task is not None and task.state == "TASK_KILLING":
+                command.kill()  # the kill was under way when the agent died: finish it
+
+    def _resume(
+        self,
+        framework: FrameworkState,
+        executor: ExecutorState,
+        group: TaskGroupRun | None,
+        commands: dict[str, CommandTask],
+        ended: list[TaskState],
+    ) -> None:
+        key = (framework.framework_id, executor.executor_id)
+        if group is None and commands:
+            self._runners[key] = command = next(iter(commands.values()))
+            command.start()
+        elif group is not None and commands:
+            for task_id, command in commands.items():
+                group.add(task_id, command)
+            self._runners[key] = group
+            group.start()
+            if any(state in ("TASK_FAILED", "TASK_KILLED") for state in ended):
+                group.kill()  # one of its tasks failed while the agent was down: the group goes with it
+        self._maybe_ended(framework.framework_id, executor)
+
+    def _report_ended(self, record: TaskRecord, executor: ExecutorState, returncode: int) -> TaskState:
+        state: TaskState = "TASK_FINISHED" if returncode == 0 else "TASK_FAILED"
+        if record.state == "TASK_KILLING":
+            state = "TASK_KILLED"
+        self._context.reporter.report(record, executor, state, message=describe_exit(returncode))
+        return state
 
     def kill_task(self, executor: ExecutorState, task_id: str, kill_policy: KillPolicy | None) -> None:
         """Kill a task (a group's task takes its whole group with it, as Mesos's default executor does)."""
@@ -141,8 +221,10 @@ class BuiltinExecutors:
         record: TaskRecord,
         sandbox: str,
         user: UserIds | None,
-        prepare: Callable[[], object],
+        prepare: Callable[[], object] | None,
         on_exit: ExitCallback | None,
+        *,
+        recovered: bool = False,
     ) -> CommandTask:
         assert record.info.command is not None
         argv, program = command_argv(record.info.command)
@@ -153,18 +235,52 @@ class BuiltinExecutors:
             stdout_path=os.path.join(sandbox, "stdout"),
             stderr_path=os.path.join(sandbox, "stderr"),
             user=user,
+            # Only a checkpointing framework's tasks are recovered, so only they pay for the wrapper.
+            exit_status_path=os.path.join(sandbox, EXIT_STATUS_FILE) if framework.info.checkpoint else None,
             executable=program,
         )
-        report = functools.partial(self._context.reporter.report, record, executor)
-        return CommandTask(
-            spec,
+        report: Report = functools.partial(self._context.reporter.report, record, executor)
+        checks = TaskChecks(record, executor, self._context.reporter, ProbeContext(self._probe_launcher, spec))
+        if checks.needed:  # health check, check or max_completion_time: its updates carry their results
+            report = checks.report
+        if recovered:
+            report = _without_repeats(report, record)
+        uris = record.info.command.uris
+        fetch = functools.partial(self._fetch_into, prepare, uris, sandbox, user) if uris and not recovered else None
+        launch_spec, launch_prepare, container = self._isolating(executor, spec, None if fetch else prepare, recovered)
+        command = CommandTask(
+            launch_spec,
             report,
             self._context.launcher,
-            prepare=prepare,
+            prepare=launch_prepare,  # with URIs, the fetch step makes the sandbox first
             kill_policy=record.info.kill_policy,
             announce_killing=framework.has_capability("TASK_KILLING_STATE"),
             on_exit=functools.partial(self._task_exited, framework.framework_id, executor, on_exit),
+            fetch=fetch,
+            container=container,
         )
+        checks.attach(command)
+        return command
+
+    def _isolating(
+        self, executor: ExecutorState, spec: LaunchSpec, prepare: Callable[[], object] | None, recovered: bool
+    ) -> tuple[LaunchSpec, Callable[[], object] | None, ContainerHooks | None]:
+        """The task's launch in its container: the prelude, the set-up before the spawn, the runner's hooks."""
+        container_id = executor.container_id
+        limits = limits_of([resource for task in executor.tasks.values() for resource in task.info.resources])
+        if recovered:  # already running in its container: measure, watch and release it again
+            self.containers.adopt(container_id, limits)
+            return spec, prepare, self.containers.hooks(container_id)
+        isolated = self.containers.launch_spec(spec, container_id)
+        return isolated, self.containers.preparing(container_id, limits, prepare), self.containers.hooks(container_id)
+
+    async def _fetch_into(
+        self, prepare: Callable[[], object] | None, uris: list[CommandURI], sandbox: str, user: UserIds | None
+    ) -> None:
+        """Make the sandbox, then fetch the task's URIs into it (FetchError is a LaunchError: TASK_FAILED)."""
+        if prepare is not None:
+            await asyncio.get_running_loop().run_in_executor(None, prepare)
+        await self._fetcher.fetch(uris, sandbox, user)
 
     def _task_environment(
         self, framework: FrameworkState, executor: ExecutorState, record: TaskRecord, sandbox: str
@@ -198,6 +314,15 @@ class BuiltinExecutors:
             self._runners.pop((framework_id, executor.executor_id), None)
             executor.exited = True
             self._context.executor_ended(executor)
+            self.containers.release(executor.container_id)
+
+    def _container_limited(self, container_id: str, limitation: Limitation) -> None:
+        # A container past a limit: its tasks end TASK_FAILED with the limitation (a group goes whole).
+        for (framework_id, executor_id), runner in list(self._runners.items()):
+            executor = self._context.state.executor(framework_id, executor_id)
+            if executor is not None and executor.container_id == container_id:
+                for command in runner.tasks.values() if isinstance(runner, TaskGroupRun) else [runner]:
+                    command.limit(limitation)
 
     def _fail(self, record: TaskRecord, executor: ExecutorState, message: str) -> None:
         self._context.reporter.report(
@@ -208,3 +333,16 @@ class BuiltinExecutors:
             message=message,
             reason="REASON_CONTAINER_LAUNCH_FAILED",
         )
+
+
+def _without_repeats(report: Report, record: TaskRecord) -> Report:
+    """A reattached task's runner reports STARTING and RUNNING again; the framework has seen them."""
+
+    def report_news(
+        state: TaskState, *, source: Source = "SOURCE_EXECUTOR", message: str | None = None, reason: str | None = None
+    ) -> None:
+        if state in _PROGRESS and _PROGRESS.get(record.state, len(_PROGRESS)) >= _PROGRESS[state]:
+            return
+        report(state, source=source, message=message, reason=reason)
+
+    return report_news

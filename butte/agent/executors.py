@@ -38,7 +38,7 @@ from butte.wire.executor import (
     ExecutorLaunch,
     ExecutorSubscribed,
 )
-from butte.wire.mesos import CommandInfo, ContainerID, ContainerStatus, KillPolicy, TaskInfo
+from butte.wire.mesos import CommandInfo, ContainerID, ContainerStatus, KillPolicy, TaskInfo, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,26 @@ class CustomExecutors:
             run.stream.send(ExecutorEvent(type="LAUNCH", launch=ExecutorLaunch(task=task)))
         else:
             run.queued.append(task)
+
+    def recover(self, framework: FrameworkState, executor: ExecutorState, process: Process | None) -> None:
+        """Reattach to an executor an earlier run of the agent started; it must resubscribe in time.
+
+        Mesos gives recovered executors ``--executor_reregistration_timeout`` to come back and kills the
+        rest; one that exited while the agent was down fails its unfinished tasks.
+        """
+        run = ExecutorRun(executor, framework, process=process)
+        if process is None:
+            message = "Executor terminated while the agent was down"
+            for record in list(executor.tasks.values()):
+                self._fail_task(run, record, message, "REASON_EXECUTOR_TERMINATED")
+            executor.exited = True
+            self._context.executor_ended(executor)
+            return
+        self._runs[(framework.framework_id, executor.executor_id)] = run
+        loop = asyncio.get_running_loop()
+        run.watcher = loop.create_task(self._watch(run, process))
+        timeout_s = self._context.config.executor_reregistration_timeout_s
+        run.timers.append(loop.call_later(timeout_s, self._reregistration_timed_out, run))
 
     def kill_task(self, executor: ExecutorState, task_id: str, kill_policy: KillPolicy | None) -> None:
         """Drop a task the executor has not got yet; ask the executor to kill one it has."""
@@ -174,6 +194,7 @@ class CustomExecutors:
         run.timers.clear()
         log.info("Executor %s of framework %s subscribed", run.executor.executor_id, run.framework.framework_id)
         stream.send(self._subscribed_event(run))
+        self._take_unacknowledged(run, call)
         for task in run.queued:
             stream.send(ExecutorEvent(type="LAUNCH", launch=ExecutorLaunch(task=task)))
         run.queued.clear()
@@ -186,9 +207,22 @@ class CustomExecutors:
         """
         run = self._subscribed(call)
         assert call.update is not None
-        status = call.update.status
+        self._forward_status(run, call.update.status)
+
+    def _take_unacknowledged(self, run: ExecutorRun, call: ExecutorCall) -> None:
+        """Updates a resubscribing executor still holds: forward those this agent never recorded.
+
+        An agent killed right after taking an update may not have checkpointed it; Mesos takes them again
+        from SUBSCRIBE, and the uuid tells which it has.
+        """
+        for update in call.subscribe.unacknowledged_updates if call.subscribe else []:
+            record = run.executor.tasks.get(update.status.task_id.value)
+            if record is not None and all(seen.uuid != update.status.uuid for seen in record.statuses):
+                self._forward_status(run, update.status)
+
+    def _forward_status(self, run: ExecutorRun, status: TaskStatus) -> None:
         status.agent_id = ID(value=self._context.agent_id)
-        status.executor_id = call.executor_id
+        status.executor_id = run.executor.info.executor_id
         if status.container_status is None or status.container_status.container_id is None:
             status.container_status = ContainerStatus(container_id=ContainerID(value=run.executor.container_id))
         record = run.executor.tasks.get(status.task_id.value)
@@ -323,6 +357,13 @@ class CustomExecutors:
             log.warning("Executor %s did not subscribe in time; killing it", run.executor.executor_id)
             run.shutting_down = True
             run.end_reason = ("Executor did not register in time", "REASON_EXECUTOR_REGISTRATION_TIMEOUT")
+            run.process.signal_group(signal.SIGKILL)
+
+    def _reregistration_timed_out(self, run: ExecutorRun) -> None:
+        if run.stream is None and run.process is not None and run.process.returncode is None:
+            log.warning("Executor %s did not resubscribe after recovery; killing it", run.executor.executor_id)
+            run.shutting_down = True
+            run.end_reason = ("Executor did not reregister in time", "REASON_EXECUTOR_REREGISTRATION_TIMEOUT")
             run.process.signal_group(signal.SIGKILL)
 
     async def _watch(self, run: ExecutorRun, process: Process) -> None:

@@ -3,7 +3,8 @@
 ``POST /api/v1/agent`` with REGISTER (or REREGISTER once the agent has an id) opens a RecordIO stream of
 :class:`AgentEvent`; its ``Mesos-Stream-Id`` goes on every later call. When the stream ends, fails, or stays
 silent for 5 ping intervals, the link backs off (random in [0, factor], the factor doubling up to 1 min, as
-Mesos's agent does) and registers again. All calls share one keep-alive ``ClientSession``.
+Mesos's agent does) and registers again. All calls share one keep-alive ``ClientSession``. With
+``--master zk://...`` it follows the leader elected in ZooKeeper and ignores events of an older epoch.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import aiohttp
 
 from butte.agent.call_sender import CallSender, ResponseError
 from butte.core.errors import ValidationError
+from butte.scheduler.detector import detector_for, normalize_address
 from butte.wire.agent_link import AgentCall, AgentEvent, Registered
 from butte.wire.base import decode, encode
 from butte.wire.recordio import RecordIODecoder, RecordIOError
@@ -47,6 +49,10 @@ class MasterRefused(Exception):
     """The master answered the registration with an error status."""
 
 
+class DeposedLeader(Exception):
+    """The master sent an event of an older epoch than one already seen: it no longer leads."""
+
+
 @final
 class MasterLink:
     """Keeps the agent registered and relays events; sends calls on the current stream."""
@@ -60,9 +66,14 @@ class MasterLink:
         backoff_factor_s: float = 1.0,
         rng: random.Random | None = None,
     ) -> None:
-        self.url = f"http://{master}{AGENT_API_PATH}"
-        host, _, port = master.rpartition(":")
-        self._calls = CallSender(host, int(port), AGENT_API_PATH)
+        # host:port, or zk://... to follow the leader elected in ZooKeeper (Mesos's --master forms).
+        self._detector = detector_for(master)
+        self.address = ""
+        self.url = ""
+        self._calls: CallSender | None = None
+        if not master.startswith(("zk://", "zoo://", "file://")):
+            self._point_at(normalize_address(master))
+        self._highest_epoch = -1  # events from a leader older than one we have seen are a deposed leader's
         self._session = session
         self._listener = listener
         self._backoff_factor_s = backoff_factor_s
@@ -70,21 +81,55 @@ class MasterLink:
         self.stream_id: str | None = None
         self._silence_timeout_s = DEFAULT_PING_INTERVAL_S * MISSED_PINGS
 
+    def _point_at(self, address: str) -> None:
+        if address == self.address:
+            return
+        if self._calls is not None:
+            self._calls.close()
+        self.address = address
+        self.url = f"http://{address}{AGENT_API_PATH}"
+        host, _, port = address.rpartition(":")
+        self._calls = CallSender(host, int(port), AGENT_API_PATH)
+
     async def run(self) -> None:
         """Stay connected until cancelled."""
         backoff_s = self._backoff_factor_s
         while True:
-            registered = await self._connect_once()
+            registered = await self._follow_leader()
             if registered:
                 backoff_s = self._backoff_factor_s
             delay_s = self._rng.uniform(0, backoff_s)
             backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
             log.info("Reconnecting to the master at %s in %.2f s", self.url, delay_s)
-            await asyncio.sleep(delay_s)
+            if await self._leader_changed_within(delay_s):
+                backoff_s = self._backoff_factor_s  # a new leader: register with it at once, as Mesos agents do
+
+    async def _follow_leader(self) -> bool:
+        """Register with the detected leader; drop the stream as soon as another master is detected."""
+        self._point_at(await self._detector.leader())
+        reading = asyncio.ensure_future(self._connect_once())
+        watching = asyncio.ensure_future(self._detector.next_leader(self.address))
+        try:
+            await asyncio.wait({reading, watching}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watching.cancel()
+            if not reading.done():
+                log.info("A new leading master was detected; leaving %s", self.address)
+                reading.cancel()
+            registered = await asyncio.gather(reading, return_exceptions=True)
+        return registered[0] is True
+
+    async def _leader_changed_within(self, delay_s: float) -> bool:
+        try:
+            async with asyncio.timeout(delay_s):
+                await self._detector.next_leader(self.address)
+        except TimeoutError:
+            return False
+        return True
 
     async def send(self, call: AgentCall) -> bool:
         """POST a call on the current stream; False when there is none or the master did not take it."""
-        if self.stream_id is None:
+        if self.stream_id is None or self._calls is None:
             return False
         headers = {"Content-Type": "application/json", "Mesos-Stream-Id": self.stream_id}
         try:
@@ -99,7 +144,8 @@ class MasterLink:
 
     def close(self) -> None:
         """Close the connection used for calls."""
-        self._calls.close()
+        if self._calls is not None:
+            self._calls.close()
 
     async def _connect_once(self) -> bool:
         """One registration and its stream; True if the master registered us."""
@@ -107,14 +153,18 @@ class MasterLink:
         call = self._listener.registration_call()
         try:
             async with self._session.post(
-                self.url, data=encode(call), headers=JSON_HEADERS, timeout=aiohttp.ClientTimeout(total=None)
+                self.url,
+                data=encode(call),
+                headers=JSON_HEADERS,
+                timeout=aiohttp.ClientTimeout(total=None),
+                allow_redirects=False,  # a standby's 307 may name a leader that is gone: ask the detector again
             ) as response:
                 if response.status != 200:
                     text = (await response.text())[:200]
                     raise MasterRefused(f"{response.status}: {text}")
                 self.stream_id = response.headers.get("Mesos-Stream-Id")
                 registered = await self._read_events(response)
-        except (aiohttp.ClientError, OSError, RecordIOError, MasterRefused, TimeoutError) as exc:
+        except (aiohttp.ClientError, OSError, RecordIOError, MasterRefused, DeposedLeader, TimeoutError) as exc:
             log.info("Connection to the master at %s failed: %s", self.url, exc)
         finally:
             if self.stream_id is not None or registered:
@@ -147,6 +197,10 @@ class MasterLink:
         return self._dispatch(event)
 
     def _dispatch(self, event: AgentEvent) -> bool:
+        if event.epoch is not None:
+            if event.epoch < self._highest_epoch:
+                raise DeposedLeader(f"event of epoch {event.epoch} after epoch {self._highest_epoch}")
+            self._highest_epoch = event.epoch
         if event.type in ("REGISTERED", "REREGISTERED") and event.registered is not None:
             interval_s = event.registered.ping_interval_seconds or DEFAULT_PING_INTERVAL_S
             self._silence_timeout_s = interval_s * MISSED_PINGS

@@ -22,13 +22,18 @@ from aiohttp import web
 
 from butte import MESOS_COMPAT_VERSION
 from butte.agent.api.http import build_app
+from butte.agent.api.monitor import AgentMonitor
 from butte.agent.api.state_view import render_state
 from butte.agent.builtin import BuiltinExecutors
+from butte.agent.checkpoint import AgentCheckpoint, current_boot_id, discard, write_agent
+from butte.agent.checkpointer import Checkpointer
 from butte.agent.config import AgentConfig
 from butte.agent.context import AgentContext
 from butte.agent.executors import CustomExecutors
+from butte.agent.gc import GcSchedule, SandboxCollector
 from butte.agent.handlers import MasterEvents
 from butte.agent.master_link import MasterLink
+from butte.agent.restore import RecoveryRefused, RecoverySnapshot, Restorer
 from butte.agent.state import AgentState, ExecutorKind
 from butte.agent.updates import TaskReporter, UpdateChannel
 from butte.containerizer.launcher import Launcher
@@ -97,17 +102,33 @@ class Agent:
         self._runner: web.AppRunner | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._stop_requested: asyncio.Event | None = None
+        self._checkpointer: Checkpointer | None = None
+        self._checkpointed_id: str | None = None
+        self.recovery: RecoverySnapshot | None = None
+        self.gc = SandboxCollector(
+            config.work_dir,
+            GcSchedule(config.gc_delay_s, config.gc_disk_headroom),
+            config.disk_watch_interval_s,
+            clock,
+        )
+        self.state.observers.append(self.gc)
 
     async def start(self) -> None:
         """Serve HTTP (so executors can reach us), then connect to the master."""
         self._stop_requested = asyncio.Event()
-        app = build_app(self.custom, self.state_document, self.config.work_dir, lambda: self.context.agent_id)
+        monitor = AgentMonitor(self.state, self.builtin.containers, lambda: self.context.agent_id)
+        app = build_app(self.custom, self.state_document, self.config.work_dir, lambda: self.context.agent_id, monitor)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         listener = socket.create_server((self.config.ip, self.config.port), reuse_port=False)
         self.agent_info.port = listener.getsockname()[1]  # --port 0 picks a free port
         await web.SockSite(self._runner, listener).start()
         log.info("Agent listening on %s:%d", self.config.ip, self.agent_info.port)
+        # Before registering: a recovered agent reregisters with its old id and the tasks it reattached to.
+        self._checkpointer, self.recovery = Restorer(self.context, self.channel, self.builtin, self.custom).run()
+        self._checkpointed_id = self.context.agent_id or None
+        live = [e.directory for f in self.state.frameworks.values() for e in f.executors.values()]
+        self.gc.schedule_leftovers(live)
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         self._link = MasterLink(
             self.config.master,
@@ -118,10 +139,16 @@ class Agent:
         )
         self._spawn(self._link.run())
         self._spawn(self.channel.run_retries())
+        self._spawn(self.gc.run())
 
     async def run(self) -> int:
         """Run until :meth:`request_stop` or a SHUTDOWN from the master; the exit code."""
-        await self.start()
+        try:
+            await self.start()
+        except RecoveryRefused as exc:
+            log.error("%s", exc)
+            await self.stop()
+            return 1
         assert self._stop_requested is not None
         await self._stop_requested.wait()
         await self.stop()
@@ -138,6 +165,10 @@ class Agent:
         for task in list(self._background):
             task.cancel()
         await self._kill_everything()
+        if self._checkpointer is not None:
+            # A clean stop kills every task, so there is nothing to recover: the next start is a new agent.
+            self._checkpointer.journal.close()
+            discard(self.config.work_dir)
         if self._link is not None:
             self._link.close()
         self.context.launcher.close()
@@ -187,6 +218,12 @@ class Agent:
         if known is not None and known != registered.agent_id:
             log.warning("Master gave a new agent id %s (was %s)", registered.agent_id.value, known.value)
         self.agent_info.id = ID(value=registered.agent_id.value)
+        if self._checkpointed_id != registered.agent_id.value:
+            checkpoint = AgentCheckpoint(
+                agent_id=registered.agent_id.value, boot_id=current_boot_id(), info=self.agent_info
+            )
+            write_agent(self.config.work_dir, checkpoint)
+            self._checkpointed_id = registered.agent_id.value
         log.info("Registered with master %s as agent %s", registered.master_info.id, registered.agent_id.value)
         self.channel.connected()
 

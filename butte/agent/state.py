@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass, field
-from typing import final
+from typing import Protocol, final
 
 from butte.wire.agent_link import ExecutorRecord as WireExecutorRecord
 from butte.wire.base import ID
@@ -130,6 +130,20 @@ class FrameworkState:
         return any(capability.type == name for capability in self.info.capabilities)
 
 
+class StateObserver(Protocol):
+    """Told of every change of the live records (the agent's checkpoint journals them)."""
+
+    def executor_added(self, executor: ExecutorState) -> None: ...
+
+    def task_added(self, task: TaskRecord) -> None: ...
+
+    def task_completed(self, task: TaskRecord) -> None: ...
+
+    def executor_completed(self, executor: ExecutorState) -> None: ...
+
+    def framework_removed(self, framework: FrameworkState) -> None: ...
+
+
 @final
 class AgentState:
     """Frameworks, executors and tasks, with an index from (framework, task) to its record."""
@@ -138,6 +152,7 @@ class AgentState:
         self.frameworks: dict[str, FrameworkState] = {}
         self.completed_frameworks: deque[FrameworkState] = deque(maxlen=MAX_COMPLETED_FRAMEWORKS)
         self._tasks: dict[tuple[str, str], TaskRecord] = {}
+        self.observers: list[StateObserver] = []
 
     def upsert_framework(self, info: FrameworkInfo) -> FrameworkState:
         """The framework's record, created or given the newer info."""
@@ -158,11 +173,15 @@ class AgentState:
         """Start tracking an executor of a known framework (an earlier run of the same id is retired)."""
         self.complete_executor(executor.framework_id, executor.executor_id)
         self.frameworks[executor.framework_id].executors[executor.executor_id] = executor
+        for observer in self.observers:
+            observer.executor_added(executor)
 
     def add_task(self, executor: ExecutorState, task: TaskRecord) -> None:
         """Start tracking a task of ``executor``."""
         executor.tasks[task.task_id] = task
         self._tasks[(task.framework_id, task.task_id)] = task
+        for observer in self.observers:
+            observer.task_added(task)
 
     def task(self, framework_id: str, task_id: str) -> TaskRecord | None:
         """A live task (not yet completed), if any."""
@@ -177,6 +196,8 @@ class AgentState:
         if executor is not None:
             executor.tasks.pop(task_id, None)
             executor.completed_tasks.append(task)
+        for observer in self.observers:
+            observer.task_completed(task)
         return task
 
     def complete_executor(self, framework_id: str, executor_id: str) -> None:
@@ -189,6 +210,8 @@ class AgentState:
             self._tasks.pop((framework_id, task_id), None)
             executor.completed_tasks.append(executor.tasks.pop(task_id))
         framework.completed_executors.append(executor)
+        for observer in self.observers:
+            observer.executor_completed(executor)
 
     def remove_framework(self, framework_id: str) -> None:
         """Move a framework, with its executors, to the completed frameworks."""
@@ -198,6 +221,8 @@ class AgentState:
         for executor_id in list(framework.executors):
             self.complete_executor(framework_id, executor_id)
         self.completed_frameworks.append(self.frameworks.pop(framework_id))
+        for observer in self.observers:
+            observer.framework_removed(framework)
 
     def framework_tasks(self, framework_id: str) -> list[TaskRecord]:
         """The live tasks of one framework."""

@@ -14,7 +14,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, final
+from typing import Any, Protocol, final
 
 from butte.agent.state import AgentState, ExecutorState, TaskRecord
 from butte.agent.status_updates import Effect, ForwardUpdate, StatusUpdateManager, UpdateAcknowledged
@@ -25,6 +25,16 @@ from butte.wire.mesos import ContainerID, ContainerStatus, Source, TaskState, Ta
 log = logging.getLogger(__name__)
 
 SendCall = Callable[[AgentCall], Coroutine[Any, Any, bool]]
+
+
+class UpdateLog(Protocol):
+    """Where updates and acknowledgements are checkpointed (Mesos: before an update is forwarded)."""
+
+    def update_queued(self, framework_id: str, status: TaskStatus) -> None: ...
+
+    def update_acknowledged(self, framework_id: str, task_id: str, uuid: str) -> None: ...
+
+    def flush(self) -> None: ...
 
 
 def make_status(
@@ -76,9 +86,12 @@ class UpdateChannel:
         self._timer_due: float | None = None
         self._in_flight: set[asyncio.Task[bool]] = set()
         self._outgoing: list[StatusUpdate] = []
+        self.log: UpdateLog | None = None
 
     def submit(self, framework_id: str, status: TaskStatus) -> None:
-        """Queue an update for reliable delivery."""
+        """Queue an update for reliable delivery (checkpointed first)."""
+        if self.log is not None:
+            self.log.update_queued(framework_id, status)
         self._apply(self.manager.update(framework_id, status, self._clock()))
 
     def acknowledge(self, framework_id: str, task_id: str, uuid: str) -> None:
@@ -112,6 +125,8 @@ class UpdateChannel:
             if isinstance(effect, ForwardUpdate):
                 self._forward(effect)
             else:
+                if self.log is not None:
+                    self.log.update_acknowledged(effect.framework_id, effect.task_id, effect.uuid)
                 self._on_acknowledged(effect)
         if effects:
             due = self.manager.next_retry_at()
@@ -140,6 +155,8 @@ class UpdateChannel:
         # Everything posted in one loop iteration goes in one call: updates of different tasks (a task never
         # has two in flight, so each task's order is kept), and each call costs the master a request.
         updates, self._outgoing = self._outgoing, []
+        if self.log is not None:
+            self.log.flush()  # nothing leaves the agent before it is checkpointed
         call = AgentCall(type="UPDATE", agent_id=ID(value=self._agent_id()), updates=updates)
         task = asyncio.get_running_loop().create_task(self._send(call))
         self._in_flight.add(task)

@@ -13,6 +13,8 @@ import socket
 from butte.agent.config import AgentConfig
 from butte.agent.service import Agent
 from butte.cli.flags import add_flag, boolean, duration
+from butte.containerizer.fetcher_cache import parse_bytes
+from butte.containerizer.isolators.detect import parse_isolation
 from butte.core.errors import ValidationError
 from butte.core.resources import Attributes, Resources, detect_host_resources
 
@@ -30,12 +32,20 @@ _SHOWN_FLAGS = (
     "executor_shutdown_grace_period",
     "executor_registration_timeout",
     "registration_backoff_factor",
+    "recover",
+    "strict",
+    "gc_delay",
+    "isolation",
+    "cgroups_root",
+    "cgroups_enable_cfs",
+    "fetcher_cache_dir",
+    "fetcher_cache_size",
 )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the agent's flags."""
-    add_flag(parser, "master", help="the master: host:port")
+    add_flag(parser, "master", help="the master: host:port, or zk://host1:port1,.../path to follow the leader")
     add_flag(parser, "work_dir", help="where sandboxes and agent metadata live")
     add_flag(parser, "ip", default="127.0.0.1", help="address to listen on")
     add_flag(parser, "port", default="5051", type=int, help="port to listen on (0 picks a free one)")
@@ -48,6 +58,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "executor_reregistration_timeout", default="2secs", type=duration)
     add_flag(parser, "recovery_timeout", default="15mins", type=duration)
     add_flag(parser, "registration_backoff_factor", default="1secs", type=duration)
+    add_flag(parser, "recover", default="reconnect", choices=("reconnect", "cleanup"), help="reattach or kill")
+    add_flag(parser, "strict", default="true", type=boolean, help="any recovery error is fatal")
+    add_flag(parser, "gc_delay", default="1weeks", type=duration, help="keep ended sandboxes this long")
+    add_flag(parser, "disk_watch_interval", default="1mins", type=duration)
+    add_flag(parser, "gc_disk_headroom", default="0.1", type=float)
+    add_flag(parser, "isolation", default="posix/cpu,posix/mem", help="e.g. cgroups/cpu,cgroups/mem,namespaces/pid")
+    add_flag(parser, "cgroups_root", default="butte", help="containers' cgroups go under this name")
+    add_flag(parser, "cgroups_enable_cfs", default="false", type=boolean, help="hard cpu limits (CFS quota)")
+    add_flag(parser, "fetcher_cache_dir", default="", help="where cached URIs live (default: <work_dir>/fetch)")
+    add_flag(parser, "fetcher_cache_size", default="2GB", type=byte_size, help="cache bound, e.g. 2GB, 512MB")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,6 +92,7 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         raise ValidationError("work_dir", "--work_dir is required")
     os.makedirs(args.work_dir, exist_ok=True)
     work_dir = os.path.abspath(args.work_dir)
+    parse_isolation(args.isolation)  # an unknown isolator is a flag error, as in Mesos
     return AgentConfig(
         master=args.master,
         work_dir=work_dir,
@@ -86,6 +107,16 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         executor_reregistration_timeout_s=float(args.executor_reregistration_timeout),
         recovery_timeout_s=float(args.recovery_timeout),
         registration_backoff_factor_s=float(args.registration_backoff_factor),
+        recover=args.recover,
+        strict=bool(args.strict),
+        gc_delay_s=float(args.gc_delay),
+        disk_watch_interval_s=float(args.disk_watch_interval),
+        gc_disk_headroom=float(args.gc_disk_headroom),
+        isolation=args.isolation,
+        cgroups_root=args.cgroups_root,
+        cgroups_enable_cfs=bool(args.cgroups_enable_cfs),
+        fetcher_cache_dir=os.path.abspath(args.fetcher_cache_dir) if args.fetcher_cache_dir else "",
+        fetcher_cache_size_bytes=int(args.fetcher_cache_size),
         flags={name: str(getattr(args, name)) for name in _SHOWN_FLAGS if getattr(args, name) is not None},
     )
 
@@ -103,6 +134,18 @@ def agent_resources(text: str | None, work_dir: str) -> Resources:
     detected = detect_host_resources(os.cpu_count() or 1, mem_total_mb, disk_total_mb)
     named = given.names()
     return given + Resources.from_entries(entry for entry in detected.entries() if entry.name not in named)
+
+
+def byte_size(text: str) -> int:
+    """argparse type for stout byte sizes (``2GB``).
+
+    Raises:
+        argparse.ArgumentTypeError: not a byte size.
+    """
+    try:
+        return parse_bytes(text)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 async def _serve(config: AgentConfig) -> int:

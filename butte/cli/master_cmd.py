@@ -1,4 +1,4 @@
-"""``butte master``: run a master (standalone, SQLite registry under ``--work_dir``)."""
+"""``butte master``: run a master (standalone, SQLite under ``--work_dir``; or elected in ZooKeeper, ``--zk``)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,19 @@ import random
 import signal
 import time
 import uuid
-from pathlib import Path
 
 from aiohttp import web
 
 from butte.cli.flags import add_flag, duration
-from butte.core.errors import ValidationError
+from butte.core.errors import ButteError, ValidationError
 from butte.core.resources import Resources
 from butte.master.api.app import build_app
-from butte.master.registry.sqlite import SqliteRegistry
+from butte.master.health import AgentHealth, RemovalRateLimit, parse_removal_rate
+from butte.master.leadership.backends import open_backends
+from butte.master.leadership.role import MasterRole
 from butte.master.service import MasterService
 from butte.master.state import MasterConfig, MasterState
+from butte.wire.base import encode
 
 log = logging.getLogger("butte.master")
 
@@ -36,8 +38,41 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "roles", default=None, help="comma-separated whitelist of roles (deprecated in Mesos)")
     add_flag(parser, "agent_ping_timeout", default="15secs", type=duration, help="interval between agent pings")
     add_flag(parser, "max_agent_ping_timeouts", default=5, type=int, help="missed pings before an agent is lost")
+    add_flag(parser, "agent_removal_rate_limit", default=None, type=removal_rate, help="e.g. 1/10mins (none: no limit)")
+    add_flag(parser, "agent_reregister_timeout", default="10mins", type=duration, help="reregistration window")
     add_flag(parser, "min_allocatable_resources", default="cpus:0.01|mem:32", help="smallest offer worth making")
     add_flag(parser, "seed", default=None, type=int, help="seed of the allocator's shuffle (for replay)")
+    add_flag(parser, "zk", default=None, help="zk://host1:port1,host2:port2/path: elect a leader in ZooKeeper")
+    add_flag(parser, "quorum", default=None, type=int, help="masters needed for a quorum (the ensemble decides)")
+    add_flag(parser, "zk_session_timeout", default="10secs", type=duration, help="ZooKeeper session timeout")
+    add_flag(parser, "recovery_agent_removal_limit", default="100%", type=percentage, help="see MasterRole")
+
+
+def percentage(text: str) -> float:
+    """argparse type for ``--recovery_agent_removal_limit``: ``"50%"`` -> 0.5.
+
+    Raises:
+        argparse.ArgumentTypeError: not a percentage from 0% to 100%.
+    """
+    try:
+        value = float(text.strip().removesuffix("%")) / 100
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a percentage from 0% to 100%, got {text!r}")
+    return value
+
+
+def removal_rate(text: str) -> RemovalRateLimit:
+    """argparse type for ``--agent_removal_rate_limit``.
+
+    Raises:
+        argparse.ArgumentTypeError: not ``N/duration``.
+    """
+    try:
+        return parse_removal_rate(text)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def parse_weights(text: str) -> dict[str, float]:
@@ -83,8 +118,8 @@ def build_config(args: argparse.Namespace) -> MasterConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Run the master until SIGINT or SIGTERM."""
-    if not args.work_dir:
-        log.error("--work_dir is required")
+    if not args.work_dir and not args.zk:
+        log.error("--work_dir is required without --zk")
         return 2
     try:
         config = build_config(args)
@@ -96,17 +131,38 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, config: MasterConfig) -> None:
-    registry = SqliteRegistry(Path(args.work_dir) / "registry.db")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
-    state = MasterState(config, random.Random(seed), start_time=time.time())
-    state.allocator.update_weights({**registry.weights(), **config.weights})
-    service = MasterService(state, registry, allocation_interval_s=args.allocation_interval)
+    start_time = time.time()
+
+    def fresh_state() -> MasterState:
+        return MasterState(config, random.Random(seed), start_time=start_time)
+
+    state = fresh_state()
+    try:
+        registry, contender = await open_backends(
+            zk=args.zk,
+            work_dir=args.work_dir,
+            master_info_json=encode(state.master_info),
+            session_timeout_s=args.zk_session_timeout,
+        )
+    except ButteError as exc:
+        log.error("cannot start: %s", exc)
+        return
+    health = AgentHealth(config.agent_ping_timeout_s, config.max_agent_ping_timeouts, args.agent_removal_rate_limit)
+    service = MasterService(state, registry, allocation_interval_s=args.allocation_interval, agent_health=health)
+    role = MasterRole(
+        service,
+        fresh_state,
+        configured_weights=config.weights,
+        agent_reregister_timeout_s=args.agent_reregister_timeout,
+        recovery_agent_removal_limit=args.recovery_agent_removal_limit,
+    )
     flags = {k: str(v) for k, v in vars(args).items() if not k.startswith("_") and v is not None}
     runner = web.AppRunner(build_app(service, flags), handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.ip, args.port, reuse_address=True)
     await site.start()
-    service.start()
+    await contender.start(role.on_view)
     log.info(
         "master %s listening on http://%s:%d (hostname %s)",
         config.master_id,
@@ -120,6 +176,8 @@ async def _serve(args: argparse.Namespace, config: MasterConfig) -> None:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("master shutting down")
+    await contender.stop()
+    await role.close()
     await service.stop()
     await runner.cleanup()
     registry.close()

@@ -13,8 +13,9 @@ executor exits.
 The blocking part of a launch (sandbox directories and output files, then the spawn itself, during which
 vfork holds the calling thread until the child has exec'd) runs on a small fixed pool of threads: on a
 host where creating a file or directory costs ~0.5 ms, doing it on the event loop capped launches near
-40/s. An optional ``sh`` wrapper records the exit status in the sandbox for a future agent recovery; it
-costs ~30-40% of raw spawn throughput (bench/spawn), so nothing enables it yet.
+40/s. An optional ``sh`` wrapper records the exit status in the sandbox, so an agent that restarts (and so
+is no longer the parent) still learns it; it costs ~30-40% of raw spawn throughput (bench/spawn), so only
+tasks of checkpointing frameworks use it. :func:`adopt_process` watches such a process after a restart.
 """
 
 from __future__ import annotations
@@ -33,8 +34,14 @@ from typing import IO, final
 from butte.core.errors import ButteError, NotFound
 
 # Records the command's exit status in the sandbox, so that an agent that restarts (and so is no longer
-# the parent) can still learn it. "$0" is the status file; the command follows as "$@".
-EXIT_STATUS_WRAPPER = '"$@"; s=$?; echo $s > "$0"; exit $s'
+# the parent) can still learn it. "$0" is the status file; the command follows as "$@". The trap keeps the
+# shell alive through the SIGTERM a kill sends the group (handlers are not inherited: the command still
+# gets the signal), so the command's own status is recorded; the shell reports a signal as 128 + its number.
+EXIT_STATUS_WRAPPER = 'trap : TERM INT HUP; "$@"; s=$?; echo $s > "$0"; exit $s'
+SIGNAL_EXIT_BASE = 128
+EXIT_STATUS_FILE = ".butte_exit_status"  # in the task's working directory
+# What an adopted process that left no status behind is taken to have died of (a SIGKILL of its group).
+UNKNOWN_EXIT_CODE = -signal.SIGKILL
 
 
 class LaunchError(ButteError):
@@ -79,24 +86,26 @@ class LaunchSpec:
     user: UserIds | None = None
     exit_status_path: str | None = None
     executable: str | None = None  # when argv[0] is not the program's path (CommandInfo shell=false)
+    # Run first, then exec the command: how a task lands in its cgroups and namespaces (isolators.isolation).
+    prelude: tuple[str, ...] = ()
 
 
 @final
 class Process:
-    """A started process group: its leader's exit, and signals to the whole group."""
+    """A started (or adopted) process group: its leader's exit, and signals to the whole group."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop) -> None:
-        self.pid = popen.pid
-        self._popen = popen
+    def __init__(self, pid: int, loop: asyncio.AbstractEventLoop, reap: Callable[[], int]) -> None:
+        self.pid = pid
+        self._reap = reap
         self._loop = loop
         self._exited: asyncio.Future[int] = loop.create_future()
-        self._pidfd = os.pidfd_open(popen.pid)
+        self._pidfd = os.pidfd_open(pid)
         loop.add_reader(self._pidfd, self._on_exit)
 
     @property
     def returncode(self) -> int | None:
         """None while running; the exit code, or ``-signal`` when a signal ended it."""
-        return self._popen.returncode
+        return self._exited.result() if self._exited.done() else None
 
     async def wait(self) -> int:
         """Wait for the leader to exit; the return code as :attr:`returncode`."""
@@ -121,13 +130,50 @@ class Process:
     def _on_exit(self) -> None:
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
-        # The leader is a zombie now, so its pid (the group id) is still ours: clear the rest of the group.
+        # A child leader is a zombie now, so its pid (the group id) is still ours: clear the rest of the group.
         self.signal_group(signal.SIGKILL)
-        code = self._popen.poll()
-        if code is None:  # cannot happen once the pidfd is readable; keep the future honest anyway
-            code = self._popen.wait()
+        code = self._reap()
         if not self._exited.done():
             self._exited.set_result(code)
+
+
+def adopt_process(pid: int, exit_status_path: str | None, loop: asyncio.AbstractEventLoop) -> Process | None:
+    """Watch a process an earlier agent started (it is not our child); None when it is gone.
+
+    Its exit code is read from the wrapper's status file once it exits.
+    """
+    try:
+        return Process(pid, loop, lambda: read_exit_status(exit_status_path))
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+def read_exit_status(exit_status_path: str | None) -> int:
+    """The code the exit-status wrapper recorded (``-signal`` for a signal), else :data:`UNKNOWN_EXIT_CODE`."""
+    if exit_status_path is None:
+        return UNKNOWN_EXIT_CODE
+    try:
+        with open(exit_status_path, "rb") as handle:
+            return _unwrap_code(int(handle.read().strip() or b"x"))
+    except (OSError, ValueError):
+        return UNKNOWN_EXIT_CODE
+
+
+def _unwrap_code(code: int) -> int:
+    # sh reports a command killed by signal N as 128 + N; give it back the -N a direct child would have.
+    if SIGNAL_EXIT_BASE < code < SIGNAL_EXIT_BASE + signal.NSIG:
+        return -(code - SIGNAL_EXIT_BASE)
+    return code
+
+
+def _popen_reaper(popen: subprocess.Popen[bytes], wrapped: bool) -> Callable[[], int]:
+    def reap() -> int:
+        code = popen.poll()
+        if code is None:  # cannot happen once the pidfd is readable; keep the future honest anyway
+            code = popen.wait()
+        return _unwrap_code(code) if wrapped and code > 0 else code
+
+    return reap
 
 
 @final
@@ -139,9 +185,24 @@ class Launcher:
     loop keeps serving while filesystem and exec latency overlap. No thread is held per running process.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop | None = None, spawn_threads: int = 4) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop | None = None,
+        spawn_threads: int = 4,
+        on_started: Callable[[LaunchSpec, int], None] | None = None,
+    ) -> None:
         self._loop = loop
         self._pool = ThreadPoolExecutor(max_workers=spawn_threads, thread_name_prefix="launcher")
+        # Told of every process started (the agent checkpoints its pid, to find it again after a restart).
+        self.on_started = on_started
+        self._reattached: dict[str, Process] = {}
+
+    def reattach(self, cwd: str, process: Process) -> None:
+        """Hand an adopted process to the next launch of a spec with this ``cwd`` instead of spawning one.
+
+        A task found running at recovery goes through the same runner as a new one (kill, report, exit).
+        """
+        self._reattached[cwd] = process
 
     async def launch(self, spec: LaunchSpec, prepare: Callable[[], object] | None = None) -> Process:
         """Run ``prepare`` (e.g. make the sandbox), then start ``spec``, off the event loop.
@@ -149,9 +210,15 @@ class Launcher:
         Raises:
             LaunchError: preparing or starting failed.
         """
+        reattached = self._reattached.pop(spec.cwd, None)
+        if reattached is not None:
+            return reattached
         loop = self._loop or asyncio.get_running_loop()
         popen = await loop.run_in_executor(self._pool, _prepare_and_start, spec, prepare)
-        return Process(popen, loop)
+        process = Process(popen.pid, loop, _popen_reaper(popen, spec.exit_status_path is not None))
+        if self.on_started is not None:
+            self.on_started(spec, popen.pid)
+        return process
 
     def close(self) -> None:
         """Let the spawn threads go once their work is done."""
@@ -176,7 +243,7 @@ def start_process(spec: LaunchSpec) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(
             argv,
-            executable=spec.executable if spec.exit_status_path is None else None,
+            executable=spec.executable if spec.exit_status_path is None and not spec.prelude else None,
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
@@ -195,11 +262,13 @@ def start_process(spec: LaunchSpec) -> subprocess.Popen[bytes]:
 
 
 def _wrapped_argv(spec: LaunchSpec) -> list[str]:
-    if spec.exit_status_path is None:
+    if spec.exit_status_path is None and not spec.prelude:
         return list(spec.argv)
-    # The wrapper cannot give the program an argv[0] of its own, so it runs it under its path.
+    # A wrapper cannot give the program an argv[0] of its own, so it runs it under its path.
     program = [spec.executable or spec.argv[0], *spec.argv[1:]]
-    return ["/bin/sh", "-c", EXIT_STATUS_WRAPPER, spec.exit_status_path, *program]
+    if spec.exit_status_path is not None:
+        program = ["/bin/sh", "-c", EXIT_STATUS_WRAPPER, spec.exit_status_path, *program]
+    return [*spec.prelude, *program]
 
 
 def _open_output(spec: LaunchSpec) -> tuple[IO[bytes], IO[bytes]]:

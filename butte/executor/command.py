@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, final
 
+from butte.containerizer.isolators.base import Limitation
+from butte.containerizer.isolators.isolation import ContainerHooks
 from butte.containerizer.launcher import Launcher, LaunchError, LaunchSpec, Process
 from butte.wire.mesos import CommandInfo, KillPolicy, Source, TaskState
 
@@ -74,6 +76,8 @@ class CommandTask:
         kill_policy: KillPolicy | None = None,
         announce_killing: bool = False,
         on_exit: Callable[[CommandTask, TaskState], None] | None = None,
+        fetch: Callable[[], Awaitable[object]] | None = None,
+        container: ContainerHooks | None = None,
     ) -> None:
         self._spec = spec
         self._report = report
@@ -82,6 +86,10 @@ class CommandTask:
         self._kill_policy = kill_policy
         self._announce_killing = announce_killing
         self._on_exit = on_exit
+        self._fetch = fetch  # URIs into the sandbox before the spawn (the fetcher); raises LaunchError
+        self._ending: tuple[TaskState, str, str | None] | None = None  # how a kill_as() kill is reported
+        self._container = container  # its isolation: told of the pid, asked for a limitation at exit
+        self._limitation: Limitation | None = None
         self._process: Process | None = None
         self._killing = False
         self._watcher: asyncio.Task[None] | None = None
@@ -109,6 +117,19 @@ class CommandTask:
             grace_s = grace_period_s(kill_policy, self._kill_policy)
             self._killer = asyncio.get_running_loop().create_task(self._process.kill(grace_s))
 
+    def kill_as(self, state: TaskState, message: str, reason: str | None) -> None:
+        """Kill the task, reporting its end as ``state`` (a failed health check, a passed deadline)."""
+        if self._watcher is not None and self.final_state is None and not self._killing:
+            self._ending = (state, message, reason)
+            self.kill()
+
+    def limit(self, limitation: Limitation) -> None:
+        """The container went past a limit: SIGKILL the task, which ends TASK_FAILED with the limitation."""
+        if self.final_state is None and self._limitation is None:
+            self._limitation = limitation
+            if self._process is not None:
+                self._process.signal_group(signal.SIGKILL)
+
     def destroy(self) -> None:
         """SIGKILL the group at once (agent shutdown); the exit is still reported."""
         if self.final_state is None:
@@ -124,19 +145,29 @@ class CommandTask:
 
     async def _run(self) -> None:
         try:
+            if self._fetch is not None:
+                await self._fetch()
             process = await self._launcher.launch(self._spec, self._prepare)
         except LaunchError as exc:
             reason = "REASON_CONTAINER_LAUNCH_FAILED"
             self._finish("TASK_FAILED", str(exc), source="SOURCE_AGENT", reason=reason)
             return
         self._process = process
-        if self._killing:
-            process.signal_group(signal.SIGKILL)  # killed while it was launching
+        if self._killing or self._limitation is not None:
+            process.signal_group(signal.SIGKILL)  # killed (or limited) while it was launching
         else:
             self._report("TASK_RUNNING")
+        if self._container is not None:
+            self._container.started(process.pid)
         returncode = await process.wait()
         message = describe_exit(returncode)
-        if self._killing:
+        limitation = self._limitation or (self._container.limitation() if self._container else None)
+        if limitation is not None:
+            self._finish("TASK_FAILED", limitation.message, source="SOURCE_AGENT", reason=limitation.reason)
+        elif self._ending is not None:
+            ended_as, why, ending_reason = self._ending
+            self._finish(ended_as, why, reason=ending_reason)
+        elif self._killing:
             self._finish("TASK_KILLED", message)
         elif returncode == 0:
             self._finish("TASK_FINISHED", message)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from butte.core.resources import Resources
-from butte.master import offers
+from butte.master import offers, unreachable
 from butte.master.effects import Allocate, CloseAgentStream, Effect, SendToAgent
 from butte.master.model import (
     Agent,
@@ -51,6 +51,9 @@ def readmit(state: MasterState, call: Reregister, ip: str, stream_id: str, now: 
     info = call.agent_info
     assert info.id is not None
     agent = state.agents.get(info.id.value)
+    if agent is not None and agent.link is AgentLink.UNREACHABLE:
+        comeback = unreachable.forget_unreachable_agent(state, agent)
+        return [*_recover(state, call, ip, stream_id, now), *unreachable.after_comeback(state, comeback, now)]
     if agent is not None:
         return _reconnect(state, agent, call, ip, stream_id, now)
     return _recover(state, call, ip, stream_id, now)

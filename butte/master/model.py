@@ -19,6 +19,10 @@ class AgentLink(Enum):
 
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
+    # Missed its pings: marked unreachable in the registry; may reregister (butte.master.unreachable).
+    UNREACHABLE = "unreachable"
+    # Marked gone by the operator: told to shut down and never readmitted.
+    GONE = "gone"
 
 
 @dataclass(slots=True)
@@ -38,6 +42,7 @@ class Agent:
     executors: dict[tuple[str, str], RunningExecutor] = field(default_factory=dict)  # (framework_id, id)
     offers: set[str] = field(default_factory=set)
     version: str | None = None
+    unreachable_time: float | None = None
 
     @property
     def hostname(self) -> str:
@@ -54,6 +59,11 @@ class Agent:
     @property
     def active(self) -> bool:
         return self.link is AgentLink.CONNECTED
+
+    @property
+    def registered(self) -> bool:
+        """Admitted and not lost: connected, or disconnected for now (not unreachable, not gone)."""
+        return self.link in (AgentLink.CONNECTED, AgentLink.DISCONNECTED)
 
 
 @dataclass(slots=True)

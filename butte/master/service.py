@@ -7,8 +7,10 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
+import msgspec
+
 from butte.edge import Outbox
-from butte.master import agents, frameworks, offers
+from butte.master import agents, frameworks, offers, unreachable
 from butte.master.effects import (
     Allocate,
     CloseAgentStream,
@@ -18,7 +20,8 @@ from butte.master.effects import (
     SendToAgent,
     SendToFramework,
 )
-from butte.master.registry.sqlite import SqliteRegistry
+from butte.master.health import AgentHealth
+from butte.master.registry import Registry
 from butte.master.state import HEARTBEAT_INTERVAL_S, MasterState
 from butte.wire.agent_link import AgentEvent
 from butte.wire.base import encode
@@ -36,20 +39,28 @@ class MasterService:
     def __init__(
         self,
         state: MasterState,
-        registry: SqliteRegistry,
+        registry: Registry,
         *,
         allocation_interval_s: float = 1.0,
         clock: Callable[[], float] = time.time,
+        agent_health: AgentHealth | None = None,
     ) -> None:
         self.state = state
         self.registry = registry
         self.clock = clock
         self.allocation_interval_s = allocation_interval_s
+        config = state.config
+        self.agent_health = agent_health or AgentHealth(config.agent_ping_timeout_s, config.max_agent_ping_timeouts)
         self.elected_time = clock()
         self.framework_streams: dict[str, Outbox] = {}  # by stream id
         self.agent_streams: dict[str, Outbox] = {}  # by stream id
         self._allocation_pending = False
         self._timers: list[asyncio.Task[None]] = []
+        # Leadership (butte/master/leadership): a non-leader answers 307/503; epoch fences agents.
+        self.leading = True
+        self.epoch: int | None = None
+        self.leader_info: dict[str, object] | None = None  # the leader's MasterInfo JSON when another leads
+        self.recovered_agents: set[str] = set()  # admitted in the registry when this master was elected
 
     def now(self) -> float:
         """The time the core is told."""
@@ -89,7 +100,11 @@ class MasterService:
             return
         outbox = self.agent_streams.get(agent.stream_id)
         if outbox is not None:
-            outbox.put(encode(event))
+            outbox.put(encode(self.stamp(event)))
+
+    def stamp(self, event: AgentEvent) -> AgentEvent:
+        """The event with this leader's epoch, so agents can ignore a deposed leader."""
+        return event if self.epoch is None else msgspec.structs.replace(event, epoch=self.epoch)
 
     def _close_framework_stream(self, effect: CloseFrameworkStream) -> None:
         outbox = self.framework_streams.pop(effect.stream_id, None)
@@ -157,6 +172,13 @@ class MasterService:
             asyncio.create_task(self._every(_TICK_S, self._tick)),
         ]
 
+    def stop_timers(self) -> list[asyncio.Task[None]]:
+        """Cancel the periodic work at once (a deposed leader must stop acting); the cancelled tasks."""
+        timers, self._timers = self._timers, []
+        for timer in timers:
+            timer.cancel()
+        return timers
+
     async def stop(self) -> None:
         """Stop the timers and end every stream."""
         for timer in self._timers:
@@ -187,3 +209,11 @@ class MasterService:
         now = self.now()
         self.apply(frameworks.expire_failovers(self.state, now))
         self.apply(offers.expire_offers(self.state, now))
+        self._mark_silent_agents(now)
+
+    def _mark_silent_agents(self, now: float) -> None:
+        # Missed pongs, not a broken stream, make an agent unreachable (Mesos's SlaveObserver).
+        for agent_id in self.agent_health.to_mark_unreachable(unreachable.pong_times(self.state), now):
+            self.registry.mark(agent_id, "unreachable")  # written before the master acts on it
+            log.warning("agent %s missed %d pings; marked unreachable", agent_id, self.agent_health.max_ping_timeouts)
+            self.apply(unreachable.mark_unreachable(self.state, agent_id, now))

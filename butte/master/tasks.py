@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from butte.master.effects import Effect, SendToAgent, SendToFramework
-from butte.master.model import Framework, FrameworkLink, Task
+from butte.master.model import AgentLink, Framework, FrameworkLink, Task
 from butte.master.state import MasterState, id_of
 from butte.wire import mesos
 from butte.wire.agent_link import (
@@ -167,12 +167,31 @@ def _latest(task: Task, now: float) -> mesos.TaskStatus:
 
 def _unknown_task_status(state: MasterState, task_id: str, agent_id: str | None, now: float) -> mesos.TaskStatus:
     # Mesos: on a registered agent the task is gone; with no known agent the master cannot say (UNKNOWN).
-    known_agent = agent_id is not None and agent_id in state.agents
+    agent = state.agents.get(agent_id) if agent_id is not None else None
+    if agent is not None and agent.link in _LOST_AGENT_ANSWERS:
+        return _on_lost_agent_status(task_id, agent_id, _LOST_AGENT_ANSWERS[agent.link], now)
+    known_agent = agent is not None
     return mesos.TaskStatus(
         task_id=ID(value=task_id),
         state="TASK_GONE" if known_agent else "TASK_UNKNOWN",
         # Mesos's texts: Marathon reads "Task is unknown to the" as "gone for good".
         message="Reconciliation: Task is unknown to the agent" if known_agent else "Reconciliation: Task is unknown",
+        source="SOURCE_MASTER",
+        reason="REASON_RECONCILIATION",
+        agent_id=ID(value=agent_id) if agent_id else None,
+        timestamp=now,
+    )
+
+
+# Mesos answers for tasks on an unreachable agent TASK_UNREACHABLE, on a gone one TASK_GONE_BY_OPERATOR.
+_LOST_AGENT_ANSWERS = {AgentLink.UNREACHABLE: "TASK_UNREACHABLE", AgentLink.GONE: "TASK_GONE_BY_OPERATOR"}
+
+
+def _on_lost_agent_status(task_id: str, agent_id: str | None, state_name: str, now: float) -> mesos.TaskStatus:
+    return mesos.TaskStatus(
+        task_id=ID(value=task_id),
+        state=state_name,  # type: ignore[arg-type]
+        message="Reconciliation: Task is on a lost agent",
         source="SOURCE_MASTER",
         reason="REASON_RECONCILIATION",
         agent_id=ID(value=agent_id) if agent_id else None,

@@ -7,7 +7,7 @@ from typing import Any
 
 import butte
 from butte.core.resources import Resources
-from butte.master.model import Agent, Framework, FrameworkLink, Task
+from butte.master.model import Agent, AgentLink, Framework, FrameworkLink, Task
 from butte.master.state import MasterState
 from butte.wire.base import to_builtins
 from butte.wire.resources import resources_to_wire
@@ -44,7 +44,8 @@ def state_json(state: MasterState, *, flags: dict[str, str], elected_time: float
     """``GET /master/state``."""
     config = state.config
     pid = f"master@{config.ip}:{config.port}"
-    agents = list(state.agents.values())
+    agents = [a for a in state.agents.values() if a.registered]
+    unreachable = sum(1 for a in state.agents.values() if a.link is AgentLink.UNREACHABLE)
     return {
         **version_json(),
         "start_time": state.start_time,
@@ -55,7 +56,7 @@ def state_json(state: MasterState, *, flags: dict[str, str], elected_time: float
         "capabilities": ["AGENT_UPDATE"],
         "activated_slaves": float(sum(1 for a in agents if a.active)),
         "deactivated_slaves": float(sum(1 for a in agents if not a.active)),
-        "unreachable_slaves": 0.0,
+        "unreachable_slaves": float(unreachable),
         "leader": pid if leader else "",
         "leader_info": to_builtins(state.master_info),
         "flags": flags,
@@ -140,8 +141,8 @@ def framework_json(state: MasterState, framework: Framework) -> Json:
         "resources": (used + offered).to_flat(),
         "used_resources": used.to_flat(),
         "offered_resources": offered.to_flat(),
-        "tasks": [task_json(t) for t in framework.tasks.values()],
-        "unreachable_tasks": [],
+        "tasks": [task_json(t) for t in framework.tasks.values() if t.state != "TASK_UNREACHABLE"],
+        "unreachable_tasks": [task_json(t) for t in framework.tasks.values() if t.state == "TASK_UNREACHABLE"],
         "completed_tasks": [task_json(t) for t in framework.completed_tasks],
         "offers": [_offer_json(state, o) for o in sorted(framework.offers) if o in state.offers],
         "executors": [],
@@ -189,7 +190,7 @@ def _status_json(status: Any) -> Json:
 def state_summary_json(state: MasterState) -> Json:
     """``GET /master/state-summary``: agents and frameworks with task counts per state."""
     agents = []
-    for agent in state.agents.values():
+    for agent in (a for a in state.agents.values() if a.registered):
         counts = Counter(t.state for t in agent.tasks.values())
         entry = {k: v for k, v in agent_json(state, agent).items() if not k.endswith("_full")}
         entry.update({s: counts.get(s, 0) for s in SUMMARY_STATES})

@@ -1,7 +1,7 @@
 """Finding the leading master: the ``MasterDetector`` port and its static (``host:port``) implementation.
 
-A ZooKeeper detector (``zk://host1:2181,host2:2181/butte``, reading the lowest ``json.info_`` znode as in
-``reference/mesos-v1-api.md`` §5) will implement the same protocol.
+The ZooKeeper detector (``zk://host1:2181,host2:2181/butte``, the lowest ``json.info_`` znode as in
+``reference/mesos-v1-api.md`` §5) is in ``zk_detector.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ class MasterDetector(Protocol):
         """Wait until the leader is known and differs from ``previous``; return its ``host:port``."""
         ...
 
+    async def close(self) -> None:
+        """Release what the detector holds (a ZooKeeper session)."""
+        ...
+
 
 @final
 class StaticDetector:
@@ -43,6 +47,9 @@ class StaticDetector:
             return self.address
         await asyncio.Event().wait()
         raise AssertionError("unreachable: a static leader never changes")
+
+    async def close(self) -> None:
+        """Nothing to release."""
 
 
 def normalize_address(text: str) -> str:
@@ -67,9 +74,10 @@ def detector_for(master: str) -> MasterDetector:
     """The detector for a ``--master`` value.
 
     Raises:
-        ValidationError: the address is malformed, or it is a ``zk://`` URL (ZooKeeper detection is not
-            written yet).
+        ValidationError: the address or the ``zk://`` URL is malformed.
     """
     if master.startswith(("zk://", "zoo://", "file://")):
-        raise ValidationError("master", f"ZooKeeper master detection is not supported yet: {master!r}")
+        from butte.scheduler.zk_detector import ZkDetector  # kazoo is loaded only by those who use ZooKeeper
+
+        return ZkDetector(master)
     return StaticDetector(master)

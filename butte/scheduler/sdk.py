@@ -105,6 +105,7 @@ class SchedulerClient:
             ValidationError: ``master`` is not ``host[:port]`` (``zk://`` is not supported yet).
         """
         self._detector = detector_for(master) if isinstance(master, str) else master
+        self._owns_detector = isinstance(master, str)
         self._framework_info = framework_info
         self._auto_acknowledge = auto_acknowledge
         self._session = session
@@ -316,6 +317,8 @@ class SchedulerClient:
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
+        if self._owns_detector:
+            await self._detector.close()
 
     async def _flush_acks(self) -> None:
         if not self._acks:

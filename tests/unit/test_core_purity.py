@@ -21,7 +21,16 @@ ALLOWED_RANDOM_NAMES = frozenset({"Random"})
 
 CORE_DIRS = ("allocator", "core")
 CORE_GLOBS = ("**/status_updates.py", "**/*_fsm.py", "**/planner.py", "**/status_stream.py")
-CORE_FILES = ("master/state.py", "master/tasks.py", "master/offers.py", "master/frameworks.py", "master/agents.py")
+CORE_FILES = (
+    "master/state.py",
+    "master/tasks.py",
+    "master/offers.py",
+    "master/frameworks.py",
+    "master/agents.py",
+    "master/health.py",
+    "master/unreachable.py",
+    "agent/recovery.py",
+)
 
 
 def core_modules() -> list[Path]:

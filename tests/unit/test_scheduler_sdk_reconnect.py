@@ -220,6 +220,9 @@ async def test_static_detector_never_changes() -> None:
             await detector.next_leader("m1:5050")
 
 
-def test_zookeeper_urls_are_not_supported_yet() -> None:
-    with pytest.raises(ValidationError, match="ZooKeeper"):
-        detector_for("zk://z1:2181/butte")
+def test_zookeeper_urls_get_a_zookeeper_detector() -> None:
+    from butte.scheduler.zk_detector import ZkDetector, ZkUrl
+
+    detector = detector_for("zk://z1:2181,z2:2181/butte")
+    assert isinstance(detector, ZkDetector)
+    assert detector.url == ZkUrl(hosts="z1:2181,z2:2181", path="/butte")

@@ -41,7 +41,8 @@ class SandboxFiles:
         path = self._resolve(request)
         if os.path.isdir(path):
             names = sorted(os.listdir(path))
-            entries = [_describe(os.path.join(path, name)) for name in names]
+            # A link that leads out of the sandboxes is not listed: describing it would stat what it points at.
+            entries = [_describe(os.path.join(path, n)) for n in names if self._inside(os.path.join(path, n))]
         else:
             entries = [_describe(path)]
         return web.json_response(entries)
@@ -77,9 +78,13 @@ class SandboxFiles:
         if requested.startswith("/frameworks/"):
             requested = os.path.join(self._root, self._agent_id(), requested.lstrip("/"))
         path = os.path.realpath(requested)
-        if os.path.commonpath([path, self._root]) != self._root or not os.path.exists(path):
+        if not self._inside(path) or not os.path.exists(path):
             raise web.HTTPNotFound(text=f"'{request.query['path']}' not found")
         return path
+
+    def _inside(self, path: str) -> bool:
+        """Whether ``path``, symlinks resolved, is under the sandboxes' root."""
+        return os.path.commonpath([os.path.realpath(path), self._root]) == self._root
 
 
 def _number(request: web.Request, name: str, *, default: int, allow_minus_one: bool) -> int:

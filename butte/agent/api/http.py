@@ -13,15 +13,24 @@ from aiohttp import web
 from butte import MESOS_COMPAT_VERSION, __version__
 from butte.agent.api.executor import ExecutorPort, add_executor_routes
 from butte.agent.api.files import AgentId, add_files_routes
+from butte.agent.api.monitor import MonitorSource, add_monitor_routes
 
 StateView = Callable[[], dict[str, Any]]
 
 
-def build_app(executor_port: ExecutorPort, state_view: StateView, work_dir: str, agent_id: AgentId) -> web.Application:
-    """The agent's aiohttp application."""
+def build_app(
+    executor_port: ExecutorPort,
+    state_view: StateView,
+    work_dir: str,
+    agent_id: AgentId,
+    monitor: MonitorSource | None = None,
+) -> web.Application:
+    """The agent's aiohttp application (``/monitor/statistics`` and ``POST /api/v1`` when given a monitor)."""
     app = web.Application()
     add_executor_routes(app, executor_port)
     add_files_routes(app, work_dir, agent_id)
+    if monitor is not None:
+        add_monitor_routes(app, monitor)
 
     async def health(_: web.Request) -> web.Response:
         return web.Response(status=200)

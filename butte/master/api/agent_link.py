@@ -72,7 +72,8 @@ async def _connect(request: web.Request, service: MasterService, call: AgentCall
     refusal = _refusal(service, call)
     response = await open_stream(request, {"Mesos-Stream-Id": stream_id})
     if refusal is not None:
-        await response.write(frame(encode(AgentEvent(type="SHUTDOWN", shutdown=ShutdownAgent(message=refusal)))))
+        refused = AgentEvent(type="SHUTDOWN", shutdown=ShutdownAgent(message=refusal))
+        await response.write(frame(encode(service.stamp(refused))))
         return response
     outbox = service.attach_agent_stream(stream_id)
     agent_id = _admit(service, call, peer_ip, stream_id)

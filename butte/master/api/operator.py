@@ -16,7 +16,7 @@ import butte
 from butte.core.errors import ButteError, NotFound, ValidationError
 from butte.core.resources import Resources
 from butte.edge import accepts_json, content_type_error, empty, error_response
-from butte.master import frameworks, views
+from butte.master import frameworks, unreachable, views
 from butte.master.api.common import FLAGS, SERVICE
 from butte.master.api.readonly import json_response
 from butte.master.model import Agent, Framework, Task
@@ -118,7 +118,7 @@ def agent_v1(service: MasterService, agent: Agent) -> Json:
 
 
 def get_agents(service: MasterService, flags: dict[str, str]) -> Json:
-    return {"agents": [agent_v1(service, a) for a in service.state.agents.values()]}
+    return {"agents": [agent_v1(service, a) for a in service.state.agents.values() if a.registered]}
 
 
 def framework_v1(framework: Framework) -> Json:
@@ -215,6 +215,24 @@ def teardown(service: MasterService, call: OperatorCall) -> None:
     service.apply(frameworks.teardown(service.state, framework, service.now()))
 
 
+def mark_agent_gone(service: MasterService, call: OperatorCall) -> None:
+    """MARK_AGENT_GONE: recorded in the registry first; the agent is told to shut down, its tasks are gone.
+
+    Raises:
+        ValidationError: no ``mark_agent_gone.agent_id``.
+        NotFound: the agent is not known.
+    """
+    if call.mark_agent_gone is None:
+        raise ValidationError("mark_agent_gone", "Expecting 'mark_agent_gone' to be present")
+    agent_id = call.mark_agent_gone.agent_id.value
+    if agent_id not in service.state.agents:
+        raise NotFound(f"Agent '{agent_id}' not found")
+    service.registry.mark(agent_id, "gone")
+    log.info("operator marked agent %s gone", agent_id)
+    service.apply(unreachable.shutdown_gone_agent(service.state, agent_id))
+    service.apply(unreachable.mark_gone(service.state, agent_id, service.now()))
+
+
 _GETTERS: dict[str, Callable[[MasterService, dict[str, str]], Json]] = {
     "GET_HEALTH": get_health,
     "GET_FLAGS": get_flags,
@@ -232,4 +250,5 @@ _GETTERS: dict[str, Callable[[MasterService, dict[str, str]], Json]] = {
 _MUTATORS: dict[str, Callable[[MasterService, OperatorCall], None]] = {
     "UPDATE_WEIGHTS": update_weights,
     "TEARDOWN": teardown,
+    "MARK_AGENT_GONE": mark_agent_gone,
 }

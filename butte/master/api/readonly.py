@@ -9,7 +9,8 @@ from aiohttp import web
 
 from butte.core.resources import Resources
 from butte.master import views
-from butte.master.api.common import FLAGS, SERVICE
+from butte.master.api.common import FLAGS, SERVICE, leader_address
+from butte.master.model import AgentLink
 from butte.master.service import MasterService
 
 
@@ -25,7 +26,14 @@ def json_response(request: web.Request, data: Any) -> web.Response:
 async def state(request: web.Request) -> web.Response:
     """``GET /master/state``."""
     service: MasterService = request.app[SERVICE]
-    data = views.state_json(service.state, flags=request.app[FLAGS], elected_time=service.elected_time)
+    data = views.state_json(
+        service.state, flags=request.app[FLAGS], elected_time=service.elected_time, leader=service.leading
+    )
+    if not service.leading:  # Mesos names the leader on every master, and omits it while none is known
+        data.pop("leader_info")
+        if service.leader_info is not None:
+            data["leader"] = service.leader_info.get("pid", "")
+            data["leader_info"] = service.leader_info
     return json_response(request, data)
 
 
@@ -52,7 +60,7 @@ async def frameworks(request: web.Request) -> web.Response:
 async def slaves(request: web.Request) -> web.Response:
     """``GET /master/slaves``."""
     service: MasterService = request.app[SERVICE]
-    agents = [views.agent_json(service.state, a) for a in service.state.agents.values()]
+    agents = [views.agent_json(service.state, a) for a in service.state.agents.values() if a.registered]
     return json_response(request, {"slaves": agents, "recovered_slaves": []})
 
 
@@ -65,10 +73,11 @@ async def tasks(request: web.Request) -> web.Response:
 
 
 async def redirect(request: web.Request) -> web.Response:
-    """``GET /master/redirect``: 307 to the leader, ``//host:port`` (this master leads when standalone)."""
-    service: MasterService = request.app[SERVICE]
-    config = service.state.config
-    raise web.HTTPTemporaryRedirect(location=f"//{config.hostname}:{config.port}")
+    """``GET /master/redirect``: 307 to the leader, ``//host:port``; 503 when no leader is known."""
+    leader = leader_address(request.app[SERVICE])
+    if leader is None:
+        return web.Response(status=503, text="No leader elected")
+    raise web.HTTPTemporaryRedirect(location=f"//{leader}")
 
 
 async def health(request: web.Request) -> web.Response:
@@ -90,13 +99,15 @@ async def metrics(request: web.Request) -> web.Response:
     """``GET /metrics/snapshot``: a flat object of the master's gauges, Mesos's ``master/`` keys."""
     service: MasterService = request.app[SERVICE]
     st = service.state
-    total = Resources.sum([a.total for a in st.agents.values()])
-    used = Resources.sum([views.agent_used(a) for a in st.agents.values()])
+    agents = [a for a in st.agents.values() if a.registered]  # not the unreachable or gone ones
+    total = Resources.sum([a.total for a in agents])
+    used = Resources.sum([views.agent_used(a) for a in agents])
     data: dict[str, float] = {
-        "master/elected": 1.0,
+        "master/elected": 1.0 if service.leading else 0.0,
         "master/uptime_secs": service.now() - st.start_time,
-        "master/slaves_active": float(sum(1 for a in st.agents.values() if a.active)),
-        "master/slaves_connected": float(sum(1 for a in st.agents.values() if a.active)),
+        "master/slaves_active": float(sum(1 for a in agents if a.active)),
+        "master/slaves_connected": float(sum(1 for a in agents if a.active)),
+        "master/slaves_unreachable": float(sum(1 for a in st.agents.values() if a.link is AgentLink.UNREACHABLE)),
         "master/frameworks_active": float(sum(1 for f in st.frameworks.values() if f.connected)),
         "master/frameworks_connected": float(sum(1 for f in st.frameworks.values() if f.connected)),
         "master/outstanding_offers": float(len(st.offers)),

@@ -130,7 +130,21 @@ def _acknowledge(service: MasterService, framework: Framework, call: Call, now: 
 def _reconcile(service: MasterService, framework: Framework, call: Call, now: float) -> list[Effect]:
     assert call.reconcile is not None
     asked = [(t.task_id.value, t.agent_id.value if t.agent_id else None) for t in call.reconcile.tasks]
-    return tasks.reconcile(service.state, framework, asked, now)
+    # Mesos gives no answer for an unknown task on an agent recovered from the registry that has not
+    # reregistered yet: after a failover the task may well be running there.
+    waiting = service.recovered_agents - service.state.agents.keys()
+    answerable = [
+        (task_id, agent_id)
+        for task_id, agent_id in asked
+        if not _on_recovered_agent(framework, task_id, agent_id, waiting)
+    ]
+    if asked and not answerable:
+        return []
+    return tasks.reconcile(service.state, framework, answerable, now)
+
+
+def _on_recovered_agent(framework: Framework, task_id: str, agent_id: str | None, waiting: set[str]) -> bool:
+    return task_id not in framework.tasks and agent_id is not None and agent_id in waiting
 
 
 def _message(service: MasterService, framework: Framework, call: Call, now: float) -> list[Effect]:

@@ -1,0 +1,136 @@
+"""``cgroups/cpu``, ``cgroups/mem`` and ``cgroups/pids`` on cgroup v1: one cgroup per container per hierarchy.
+
+cpus become ``cpu.shares`` (1024 per cpu, as Mesos) and, with ``--cgroups_enable_cfs``, a CFS quota over a
+100 ms period; mem becomes ``memory.limit_in_bytes``. The kernel's OOM killer enforces the memory limit;
+the ``oom_kill`` count in ``memory.oom_control`` tells the agent it happened. Usage comes from
+``cpuacct.stat`` and ``memory.stat``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import final
+
+from butte.containerizer.isolators.base import (
+    ContainerLimits,
+    Isolator,
+    Limitation,
+    Statistics,
+    memory_limitation,
+    read_int,
+    read_keyed,
+    write_text,
+)
+from butte.containerizer.isolators.cgroup_files import cgroup_pids, kill_cgroup, remove_cgroup
+
+CPU_SHARES_PER_CPU = 1024
+MIN_CPU_SHARES = 2  # the kernel's floor
+CFS_PERIOD_US = 100_000  # Mesos's 100 ms
+MIN_CFS_QUOTA_US = 1_000  # the kernel's floor
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+@final
+class CgroupsV1(Isolator):
+    """Cgroups on v1 hierarchies; ``bases`` maps each controller (cpu, cpuacct, memory, pids) to the
+    directory its containers' cgroups are made in (``<hierarchy>/<agent's cgroup>/<cgroups_root>``)."""
+
+    name = "cgroups-v1"
+
+    def __init__(self, bases: Mapping[str, str], enable_cfs: bool = False) -> None:
+        self._bases = dict(bases)
+        self._enable_cfs = enable_cfs
+
+    def _dir(self, controller: str, container_id: str) -> str | None:
+        base = self._bases.get(controller)
+        return None if base is None else os.path.join(base, container_id)
+
+    def _dirs(self, container_id: str) -> list[str]:
+        # Co-mounted controllers (cpu,cpuacct) share one directory: make and join it once.
+        return sorted({os.path.join(base, container_id) for base in self._bases.values()})
+
+    def prepare(self, container_id: str, limits: ContainerLimits) -> None:
+        """Make the container's cgroups and write its limits.
+
+        Raises:
+            OSError: a cgroup could not be made or limited.
+        """
+        for directory in self._dirs(container_id):
+            os.makedirs(directory, exist_ok=True)
+        cpu_dir = self._dir("cpu", container_id)
+        if cpu_dir is not None and limits.cpus is not None:
+            shares = max(MIN_CPU_SHARES, int(CPU_SHARES_PER_CPU * limits.cpus))
+            write_text(os.path.join(cpu_dir, "cpu.shares"), str(shares))
+            if self._enable_cfs:
+                quota = max(MIN_CFS_QUOTA_US, int(limits.cpus * CFS_PERIOD_US))
+                write_text(os.path.join(cpu_dir, "cpu.cfs_period_us"), str(CFS_PERIOD_US))
+                write_text(os.path.join(cpu_dir, "cpu.cfs_quota_us"), str(quota))
+        memory_dir = self._dir("memory", container_id)
+        if memory_dir is not None and limits.mem_bytes is not None:
+            write_text(os.path.join(memory_dir, "memory.limit_in_bytes"), str(limits.mem_bytes))
+
+    def join_paths(self, container_id: str) -> tuple[str, ...]:
+        """Every hierarchy's ``cgroup.procs`` of the container."""
+        return tuple(os.path.join(directory, "cgroup.procs") for directory in self._dirs(container_id))
+
+    def usage(self, container_id: str) -> Statistics:
+        """CPU times, memory and process counts of the container."""
+        stats: Statistics = {}
+        cpuacct_dir = self._dir("cpuacct", container_id)
+        if cpuacct_dir is not None:
+            times = read_keyed(os.path.join(cpuacct_dir, "cpuacct.stat"))
+            stats["cpus_user_time_secs"] = times.get("user", 0) / TICKS_PER_S
+            stats["cpus_system_time_secs"] = times.get("system", 0) / TICKS_PER_S
+        cpu_dir = self._dir("cpu", container_id)
+        if cpu_dir is not None and self._enable_cfs:
+            throttling = read_keyed(os.path.join(cpu_dir, "cpu.stat"))
+            stats["cpus_nr_periods"] = throttling.get("nr_periods", 0)
+            stats["cpus_nr_throttled"] = throttling.get("nr_throttled", 0)
+            stats["cpus_throttled_time_secs"] = throttling.get("throttled_time", 0) / 1e9
+        stats.update(self._memory_usage(container_id))
+        any_dir = self._dirs(container_id)
+        if any_dir:
+            stats["processes"] = len(cgroup_pids(any_dir[0]))
+        return stats
+
+    def _memory_usage(self, container_id: str) -> Statistics:
+        memory_dir = self._dir("memory", container_id)
+        if memory_dir is None:
+            return {}
+        memory = read_keyed(os.path.join(memory_dir, "memory.stat"))
+        stats: Statistics = {
+            "mem_rss_bytes": memory.get("total_rss", memory.get("rss", 0)),
+            "mem_cache_bytes": memory.get("total_cache", memory.get("cache", 0)),
+            "mem_total_bytes": read_int(os.path.join(memory_dir, "memory.usage_in_bytes")) or 0,
+        }
+        limit = read_int(os.path.join(memory_dir, "memory.limit_in_bytes"))
+        if limit is not None:
+            stats["mem_limit_bytes"] = limit
+        return stats
+
+    def limitation(self, container_id: str) -> Limitation | None:
+        """A memory limitation once the OOM killer has killed in the container."""
+        memory_dir = self._dir("memory", container_id)
+        if memory_dir is None:
+            return None
+        if read_keyed(os.path.join(memory_dir, "memory.oom_control")).get("oom_kill", 0) == 0:
+            return None
+        limit = read_int(os.path.join(memory_dir, "memory.limit_in_bytes"))
+        return memory_limitation(limit, read_int(os.path.join(memory_dir, "memory.max_usage_in_bytes")))
+
+    def kill(self, container_id: str) -> bool:
+        """SIGKILL every process in the container's cgroup until it is empty."""
+        directories = self._dirs(container_id)
+        for directory in directories:
+            kill_cgroup(directory)
+        return bool(directories)
+
+    def cleanup(self, container_id: str) -> None:
+        """Remove the container's cgroups.
+
+        Raises:
+            OSError: a cgroup could not be removed.
+        """
+        for directory in self._dirs(container_id):
+            remove_cgroup(directory)

@@ -1,0 +1,144 @@
+"""A container's isolation: the agent's isolators run together, as Mesos's containerizer runs its isolators.
+
+A task's first process joins its cgroups itself, before it execs the command, so nothing it starts can
+escape, and no Python runs in the child (``preexec_fn`` would force a full fork, ~3x slower). It starts as
+``butte-isolate`` (isolators/helper: join, then the pid namespace, then exec), or where that cannot be built
+as ``/bin/sh -c 'echo $$ > .../cgroup.procs; exec "$@"'`` followed by ``unshare``. Measured on this 2-core
+host (300 ``/bin/true``, 4 spawn threads; cpu is agent + children per launch): direct 1.04 ms; cgroups by the
+sh prelude 3.07 ms, by moving the spawning thread into the cgroup first 2.48 ms (v1 only), by butte-isolate
+2.62 ms; cgroups + pid namespace by sh + unshare 4.87 ms, by butte-isolate 3.14 ms.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import final
+
+from butte.containerizer.isolators.base import ContainerLimits, Isolator, Limitation, Statistics
+
+log = logging.getLogger(__name__)
+
+# The prelude: "$@" is the cgroup.procs files, "--", then the command. A refused join fails the task.
+JOIN_SCRIPT = 'p=$$; while [ "$1" != -- ]; do echo $p > "$1" || exit 125; shift; done; shift; exec "$@"'
+
+
+@final
+class Isolation:
+    """Every isolator the agent runs, called in order for each container."""
+
+    def __init__(
+        self, isolators: Sequence[Isolator] = (), names: Sequence[str] = (), helper: str | None = None
+    ) -> None:
+        self.isolators = tuple(isolators)
+        self.names = tuple(names)
+        self.helper = helper  # butte-isolate's path, when built (isolators.helper); else sh + unshare
+        self._limits: dict[str, ContainerLimits] = {}
+
+    def describe(self) -> str:
+        """What the agent isolates with, for its start-up log line."""
+        return ",".join(self.names) or "none"
+
+    def prelude(self, container_id: str, switch_to: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """The argv a task's command runs under, to land in its cgroups and namespaces.
+
+        ``switch_to`` (a ``setpriv`` argv) comes last: joining cgroups and making namespaces need root.
+        """
+        joins = tuple(path for isolator in self.isolators for path in isolator.join_paths(container_id))
+        pid_namespace = any(isolator.makes_pid_namespace for isolator in self.isolators)
+        if self.helper is not None and (joins or pid_namespace):
+            return (self.helper, *joins, *(["--pidns"] if pid_namespace else []), "--", *switch_to)
+        wrappers = (*(part for isolator in self.isolators for part in isolator.wrapper()), *switch_to)
+        if not joins:
+            return wrappers
+        return ("/bin/sh", "-c", JOIN_SCRIPT, "butte-isolate", *joins, "--", *wrappers)  # $0 names the script
+
+    def prepare(self, container_id: str, limits: ContainerLimits) -> None:
+        """Set the container up before its first process starts (blocking; a task group calls it per task).
+
+        Raises:
+            OSError: an isolator could not set the container up.
+        """
+        if container_id in self._limits:
+            return
+        try:
+            for isolator in self.isolators:
+                isolator.prepare(container_id, limits)
+        except OSError:
+            self._limits[container_id] = limits
+            self.destroy(container_id)  # undo what the isolators before the failing one did
+            raise
+        self._limits[container_id] = limits
+
+    def adopt(self, container_id: str, limits: ContainerLimits) -> None:
+        """Take back a container whose processes already run (agent recovery); never kills, logs errors."""
+        for isolator in self.isolators:
+            try:
+                isolator.prepare(container_id, limits)  # idempotent: the cgroups are found where they were
+            except OSError:
+                log.exception("Failed to recover container %s (%s)", container_id, isolator.name)
+        self._limits[container_id] = limits
+
+    def started(self, container_id: str, pid: int) -> None:
+        """One of the container's processes has started (as the leader of a new session)."""
+        for isolator in self.isolators:
+            isolator.isolate(container_id, pid)
+
+    def usage(self, container_id: str) -> Statistics:
+        """Mesos's ``ResourceStatistics`` of the container: limits, then what each isolator measures."""
+        limits = self._limits.get(container_id, ContainerLimits())
+        stats: Statistics = {"timestamp": time.time()}
+        if limits.cpus is not None:
+            stats["cpus_limit"] = limits.cpus
+        if limits.mem_bytes is not None:
+            stats["mem_limit_bytes"] = limits.mem_bytes
+        for isolator in self.isolators:
+            stats.update(isolator.usage(container_id))
+        return stats
+
+    def limitation(self, container_id: str) -> Limitation | None:
+        """The first limit the container has gone past, if any."""
+        for isolator in self.isolators:
+            found = isolator.limitation(container_id)
+            if found is not None:
+                return found
+        return None
+
+    def limitations(self) -> list[tuple[str, Limitation]]:
+        """Every container past a limit right now (the agent polls this)."""
+        found = ((container_id, self.limitation(container_id)) for container_id in list(self._limits))
+        return [(container_id, limitation) for container_id, limitation in found if limitation is not None]
+
+    def containers(self) -> list[str]:
+        """The containers set up and not yet destroyed."""
+        return list(self._limits)
+
+    def destroy(self, container_id: str) -> None:
+        """Kill whatever is left in the container and undo its isolation (blocking; errors are logged)."""
+        if self._limits.pop(container_id, None) is None:
+            return
+        for isolator in self.isolators:
+            try:
+                isolator.kill(container_id)
+                isolator.cleanup(container_id)
+            except OSError:
+                log.exception("Failed to clean up container %s (%s)", container_id, isolator.name)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ContainerHooks:
+    """What a task's runner tells the isolation of its container, and asks it."""
+
+    isolation: Isolation
+    container_id: str
+
+    def started(self, pid: int) -> None:
+        """The task's process started as ``pid``."""
+        self.isolation.started(self.container_id, pid)
+
+    def limitation(self) -> Limitation | None:
+        """A limit the container has gone past, if any."""
+        return self.isolation.limitation(self.container_id)

@@ -1,0 +1,114 @@
+"""What a master does when its contender says it gained or lost the lead.
+
+Gaining: a fresh core state (Mesos rebuilds it from agent reregistration and framework resubscription),
+weights from the registry, the epoch for fencing, then the timers; agents admitted in the registry that do
+not reregister within ``--agent_reregister_timeout`` are marked unreachable (unless more than
+``--recovery_agent_removal_limit`` of them are missing, as in Mesos). Losing: stop acting at once — timers
+cancelled, every framework and agent stream closed — and forget the state, which is stale from now on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import final
+
+from butte.master import unreachable
+from butte.master.leadership import LeaderView
+from butte.master.service import MasterService
+from butte.master.state import MasterState
+
+log = logging.getLogger("butte.master")
+
+
+@final
+class MasterRole:
+    """Applies :class:`LeaderView` changes to one :class:`MasterService`; the contender's listener."""
+
+    def __init__(
+        self,
+        service: MasterService,
+        fresh_state: Callable[[], MasterState],
+        *,
+        configured_weights: dict[str, float],
+        agent_reregister_timeout_s: float = 600.0,
+        recovery_agent_removal_limit: float = 1.0,
+    ) -> None:
+        self.service = service
+        self._fresh_state = fresh_state
+        self._configured_weights = configured_weights
+        self._reregister_timeout_s = agent_reregister_timeout_s
+        self._removal_limit = recovery_agent_removal_limit
+        self._deadline: asyncio.TimerHandle | None = None
+        self._cancelled: list[asyncio.Task[None]] = []
+        self.elections = 0
+        service.leading = False
+
+    def on_view(self, view: LeaderView) -> None:
+        """Called on the loop for every view the contender reports (repeats are harmless)."""
+        self.service.leader_info = None if view.leading else view.leader_info
+        if view.leading and not self.service.leading:
+            self._lead(view.epoch)
+        elif not view.leading and self.service.leading:
+            self._step_down()
+
+    def _lead(self, epoch: int | None) -> None:
+        service = self.service
+        service.state = self._fresh_state()
+        weights = {**service.registry.weights(), **self._configured_weights}
+        service.state.allocator.update_weights(weights)
+        service.epoch = epoch
+        service.elected_time = service.now()
+        service.leading = True
+        self.elections += 1
+        service.start()
+        log.info("elected leading master with epoch %s", epoch)
+        recovered = {agent_id for agent_id, (state, _) in service.registry.agents().items() if state == "admitted"}
+        service.recovered_agents = recovered
+        if recovered:
+            loop = asyncio.get_running_loop()
+            self._deadline = loop.call_later(self._reregister_timeout_s, self._expire_recovered, recovered)
+
+    def _expire_recovered(self, recovered: set[str]) -> None:
+        """Mark the recovered agents that did not reregister in time unreachable, unless too many are missing."""
+        service = self.service
+        missing = sorted(recovered - set(service.state.agents))
+        if not service.leading or not missing:
+            return
+        if len(missing) / len(recovered) > self._removal_limit:
+            # Mesos fails over rather than remove them: a mass partition must not look like mass death.
+            log.error(
+                "%d of %d recovered agents did not reregister, above --recovery_agent_removal_limit %.0f%%;"
+                " not marking them unreachable",
+                len(missing),
+                len(recovered),
+                self._removal_limit * 100,
+            )
+            return
+        service.recovered_agents = set()  # no longer waiting: reconciliation answers for them from now on
+        now = service.now()
+        for agent_id in missing:
+            service.registry.mark(agent_id, "unreachable")  # written before the master acts on it
+            log.warning(
+                "agent %s did not reregister within %.0f s; marked unreachable", agent_id, self._reregister_timeout_s
+            )
+            service.apply(unreachable.mark_unreachable(service.state, agent_id, now))
+
+    def _step_down(self) -> None:
+        service = self.service
+        service.leading = False
+        if self._deadline is not None:
+            self._deadline.cancel()
+        log.warning("no longer the leading master (epoch %s): closing every stream", service.epoch)
+        streams = [*service.framework_streams.values(), *service.agent_streams.values()]
+        service.framework_streams.clear()
+        service.agent_streams.clear()
+        for outbox in streams:
+            outbox.close()
+        service.state = self._fresh_state()
+        self._cancelled.extend(service.stop_timers())
+
+    async def close(self) -> None:
+        """Wait for the timers of past leaderships to finish cancelling."""
+        await asyncio.gather(*self._cancelled, return_exceptions=True)

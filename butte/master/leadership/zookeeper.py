@@ -1,0 +1,127 @@
+"""Mesos's leader election in ZooKeeper (``reference/mesos-v1-api.md`` §5), with kazoo.
+
+Each master creates an ephemeral sequential ``<path>/json.info_<seq>`` znode holding its MasterInfo JSON; the
+lowest sequence leads and its sequence number is the epoch every master→agent event carries. A leader that
+sees its connection SUSPENDED or its session LOST stops leading at once (Curator TN12: never act as leader
+through a disconnection); after a lost session it contends again with a new znode.
+
+kazoo calls us from its own threads: every view goes to the asyncio loop with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from typing import final
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import KazooException
+
+from butte.core.errors import CoordinatorUnavailable
+from butte.master.leadership import LeaderView, ViewListener
+from butte.scheduler.zk_detector import MASTER_INFO_LABEL, child_path, make_client, parse_zk_url, read_leader
+
+log = logging.getLogger(__name__)
+
+
+@final
+class ZkContender:
+    """One master's membership in the election group."""
+
+    def __init__(self, url: str, master_info_json: bytes, session_timeout_s: float) -> None:
+        self.url = parse_zk_url(url)
+        self._info = master_info_json
+        self._session_timeout_s = session_timeout_s
+        self._client: KazooClient | None = None
+        self._node: str | None = None  # our znode's name, e.g. json.info_0000000003
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: ViewListener | None = None
+
+    @property
+    def client(self) -> KazooClient:
+        """The kazoo client (started by :meth:`start`)."""
+        assert self._client is not None, "start() first"
+        return self._client
+
+    async def connect(self) -> KazooClient:
+        """Open the session (the registry shares it) without joining the election yet.
+
+        Raises:
+            CoordinatorUnavailable: ZooKeeper did not answer within the session timeout.
+        """
+        if self._client is not None:
+            return self._client
+        client = make_client(self.url.hosts, self._session_timeout_s)
+        client.add_listener(self._on_connection_state)
+        try:
+            await asyncio.to_thread(client.start, self._session_timeout_s)
+            await asyncio.to_thread(client.ensure_path, self.url.path)
+        except (KazooException, TimeoutError) as exc:
+            raise CoordinatorUnavailable(f"ZooKeeper at {self.url.hosts}: {exc}") from exc
+        self._client = client
+        return client
+
+    async def start(self, listener: ViewListener) -> None:
+        """Join the election and watch the group; views go to ``listener`` on this loop.
+
+        Raises:
+            CoordinatorUnavailable: ZooKeeper did not answer within the session timeout.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._listener = listener
+        client = await self.connect()
+        await asyncio.to_thread(client.ChildrenWatch, self.url.path, self._on_children, allow_session_lost=True)
+
+    async def stop(self) -> None:
+        """Leave the group (our ephemeral znode goes with the session)."""
+        client, self._client = self._client, None
+        if client is not None:
+            await asyncio.to_thread(client.stop)
+            await asyncio.to_thread(client.close)
+
+    def _on_connection_state(self, state: str) -> None:
+        # kazoo's connection thread: must not block, so the re-evaluation runs on another thread.
+        if state in (KazooState.SUSPENDED, KazooState.LOST):
+            log.warning("ZooKeeper connection %s: not acting as leader", state)
+            self._report(LeaderView(leading=False))
+        elif state == KazooState.CONNECTED and self._client is not None:
+            self._client.handler.spawn(self._evaluate)
+
+    def _on_children(self, children: list[str]) -> None:
+        self._evaluate()
+
+    def _evaluate(self) -> None:
+        """Rejoin if our znode is gone (a new session), then report who leads."""
+        client = self._client
+        if client is None or not client.connected:
+            return
+        with self._lock:
+            try:
+                if self._node is None or self._node not in client.get_children(self.url.path):
+                    self._join(client)
+                found = read_leader(client, self.url.path)
+            except KazooException as exc:
+                log.warning("ZooKeeper election read failed: %s", exc)
+                return
+        if found is None:
+            self._report(LeaderView(leading=False))
+            return
+        seq, info = found
+        leading = self._node is not None and int(self._node.rsplit("_", 1)[1]) == seq
+        self._report(LeaderView(leading=leading, epoch=seq, leader_info=info))
+
+    def _join(self, client: KazooClient) -> None:
+        path = client.create(
+            child_path(self.url.path, MASTER_INFO_LABEL), self._info, ephemeral=True, sequence=True, makepath=True
+        )
+        self._node = path.rsplit("/", 1)[1]
+        log.info("joined the election as %s", path)
+
+    def _report(self, view: LeaderView) -> None:
+        loop, listener = self._loop, self._listener
+        if loop is not None and listener is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed since the check
+                loop.call_soon_threadsafe(listener, view)
