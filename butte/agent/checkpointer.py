@@ -7,7 +7,6 @@ the processes it does not recover.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from typing import final
 
@@ -27,6 +26,7 @@ from butte.agent.checkpoint import (
 )
 from butte.agent.state import AgentState, ExecutorState, FrameworkState, TaskRecord
 from butte.containerizer.launcher import LaunchSpec
+from butte.containerizer.sandbox import task_dir
 from butte.wire.mesos import TaskStatus
 
 PendingUpdates = Callable[[str, str], tuple[TaskStatus, ...]]
@@ -72,9 +72,10 @@ class Checkpointer:
     def executor_completed(self, executor: ExecutorState) -> None:
         """An executor is history; so are its processes."""
         if executor.directory:
-            inside = executor.directory + os.sep
-            for cwd in [cwd for cwd in self._processes if cwd == executor.directory or cwd.startswith(inside)]:
-                del self._processes[cwd]
+            # A command task runs in its executor's sandbox, a group's tasks each in their own task directory.
+            self._processes.pop(executor.directory, None)
+            for task_id in [*executor.tasks, *(task.task_id for task in executor.completed_tasks)]:
+                self._processes.pop(task_dir(executor.directory, task_id), None)
         if self._checkpointed(executor.framework_id):
             self.journal.append(ExecutorDone(framework_id=executor.framework_id, executor_id=executor.executor_id))
 

@@ -161,7 +161,9 @@ class CommandTask:
             self._container.started(process.pid)
         returncode = await process.wait()
         message = describe_exit(returncode)
-        limitation = self._limitation or (self._container.limitation() if self._container else None)
+        # A limit kills the task, so a clean exit needs no look at the container (for posix that is a /proc sweep).
+        limited_now = self._container.limitation() if self._container and returncode != 0 else None
+        limitation = self._limitation or limited_now
         if limitation is not None:
             self._finish("TASK_FAILED", limitation.message, source="SOURCE_AGENT", reason=limitation.reason)
         elif self._ending is not None:

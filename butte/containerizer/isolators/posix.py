@@ -86,25 +86,35 @@ class Posix(Isolator):
 
     def isolate(self, container_id: str, pid: int) -> None:
         """The process ``pid`` leads a new session of the container."""
+        # The leader's start time (the guard against a reused pid) is taken from the first sweep that sees
+        # it: reading /proc here would cost every launch a file open on the agent's hot path.
         self._isolated_at[pid] = time.monotonic()
-        leader = sweep_proc(self._proc, only=pid).get(pid)
-        self._sessions.setdefault(container_id, {})[pid] = leader.leader_start if leader else None
+        self._sessions.setdefault(container_id, {})[pid] = None
 
     def _usage(self, container_id: str) -> SessionUsage:
         now = time.monotonic()
         if now - self._swept_at > SWEEP_REUSE_S:
             self._sweep, self._swept_at = sweep_proc(self._proc), now
         total = SessionUsage()
-        for session, leader_start in list(self._sessions.get(container_id, {}).items()):
-            usage = self._sweep.get(session)
-            measured = self._swept_at > self._isolated_at.get(session, float("-inf"))
-            if usage is not None and measured and usage.leader_start in (None, leader_start):
+        sessions = self._sessions.get(container_id, {})
+        for session in list(sessions):
+            usage = self._owned(sessions, session)
+            if usage is not None:
                 total.pids += usage.pids
                 total.user_ticks += usage.user_ticks
                 total.system_ticks += usage.system_ticks
                 total.rss_bytes += usage.rss_bytes
         self._max_rss[container_id] = max(self._max_rss.get(container_id, 0), total.rss_bytes)
         return total
+
+    def _owned(self, sessions: dict[int, int | None], session: int) -> SessionUsage | None:
+        """The kept sweep's usage of a container's session, unless the session id now names someone else's."""
+        usage = self._sweep.get(session)
+        if usage is None or self._swept_at <= self._isolated_at.get(session, float("-inf")):
+            return None
+        if sessions[session] is None:
+            sessions[session] = usage.leader_start  # first sight of the leader: remember who it is
+        return usage if usage.leader_start in (None, sessions[session]) else None
 
     def usage(self, container_id: str) -> Statistics:
         """CPU times and resident memory of the container's sessions."""
@@ -128,9 +138,10 @@ class Posix(Isolator):
         """SIGKILL every process of the container's sessions (a process that left its session escapes)."""
         # The launcher already killed each task's process group; this finds what left the group but not the
         # session, from the last poll's sweep (a full sweep per container would cost ~7 ms per task ended).
-        for session, leader_start in list(self._sessions.get(container_id, {}).items()):
-            usage = self._sweep.get(session)
-            if usage is None or usage.leader_start not in (None, leader_start):
+        sessions = self._sessions.get(container_id, {})
+        for session in list(sessions):
+            usage = self._owned(sessions, session)
+            if usage is None:
                 continue  # gone, or its id now names another task's session: never kill that
             for pid in usage.pids:
                 still = sweep_proc(self._proc, only=pid).get(session)
