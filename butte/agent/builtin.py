@@ -18,8 +18,6 @@ from butte.agent.context import AgentContext
 from butte.agent.health import ProbeContext, TaskChecks
 from butte.agent.state import ExecutorKind, ExecutorState, FrameworkState, TaskRecord
 from butte.containerizer.environment import command_variables, executor_environment
-from butte.containerizer.fetcher import Fetcher
-from butte.containerizer.fetcher_cache import FetcherCache
 from butte.containerizer.isolators.base import Limitation
 from butte.containerizer.isolators.containers import Containers, limits_of
 from butte.containerizer.isolators.isolation import ContainerHooks
@@ -61,9 +59,6 @@ class BuiltinExecutors:
         self.containers = Containers.for_agent(
             config.isolation, config.cgroups_root, config.cgroups_enable_cfs, self._container_limited
         )
-        config = context.config
-        cache_dir = config.fetcher_cache_dir or os.path.join(config.work_dir, "fetch")
-        self._fetcher = Fetcher(FetcherCache(cache_dir, config.fetcher_cache_size_bytes))
         self._probe_launcher = Launcher(spawn_threads=2)  # check commands: not tasks, so not checkpointed
 
     def run_task(self, framework: FrameworkState, task: TaskInfo) -> None:
@@ -280,7 +275,7 @@ class BuiltinExecutors:
         """Make the sandbox, then fetch the task's URIs into it (FetchError is a LaunchError: TASK_FAILED)."""
         if prepare is not None:
             await asyncio.get_running_loop().run_in_executor(None, prepare)
-        await self._fetcher.fetch(uris, sandbox, user)
+        await self._context.fetcher.fetch(uris, sandbox, user)
 
     def _task_environment(
         self, framework: FrameworkState, executor: ExecutorState, record: TaskRecord, sandbox: str

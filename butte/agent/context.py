@@ -13,6 +13,8 @@ from butte.agent.config import AgentConfig
 from butte.agent.state import AgentState, ExecutorState, FrameworkState
 from butte.agent.updates import TaskReporter
 from butte.containerizer.environment import ExecutorContext
+from butte.containerizer.fetcher import Fetcher
+from butte.containerizer.fetcher_cache import FetcherCache
 from butte.containerizer.launcher import Launcher, UserIds, lookup_user
 from butte.containerizer.sandbox import executor_runs_dir
 from butte.wire.agent_link import AgentCall
@@ -35,6 +37,12 @@ class AgentContext:
     base_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     rng: random.Random = field(default_factory=lambda: random.Random(os.urandom(32)))
     _users: dict[str, UserIds] = field(default_factory=dict)
+    # One fetcher (and cache) for command tasks, task groups and custom executors alike.
+    fetcher: Fetcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        cache_dir = self.config.fetcher_cache_dir or os.path.join(self.config.work_dir, "fetch")
+        self.fetcher = Fetcher(FetcherCache(cache_dir, self.config.fetcher_cache_size_bytes))
 
     @property
     def agent_id(self) -> str:

@@ -15,7 +15,7 @@ import functools
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import final
 
@@ -38,7 +38,7 @@ from butte.wire.executor import (
     ExecutorLaunch,
     ExecutorSubscribed,
 )
-from butte.wire.mesos import CommandInfo, ContainerID, ContainerStatus, KillPolicy, TaskInfo, TaskStatus
+from butte.wire.mesos import CommandInfo, CommandURI, ContainerID, ContainerStatus, KillPolicy, TaskInfo, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -303,14 +303,24 @@ class CustomExecutors:
         )
         prepare = functools.partial(create_sandbox, runs_dir, executor.container_id, user)
         loop = asyncio.get_running_loop()
-        run.watcher = loop.create_task(self._start(run, self._launch_spec(run, command, user), prepare))
+        fetching = functools.partial(self._fetch_into, prepare, command.uris, executor.directory, user)
+        start = self._start(run, self._launch_spec(run, command, user), fetching if command.uris else None, prepare)
+        run.watcher = loop.create_task(start)
         timeout_s = self._context.config.executor_registration_timeout_s
         run.timers.append(loop.call_later(timeout_s, self._registration_timed_out, run))
         return run
 
-    async def _start(self, run: ExecutorRun, spec: LaunchSpec, prepare: Callable[[], object]) -> None:
+    async def _start(
+        self,
+        run: ExecutorRun,
+        spec: LaunchSpec,
+        fetch: Callable[[], Awaitable[None]] | None,
+        prepare: Callable[[], object],
+    ) -> None:
         try:
-            process = await self._context.launcher.launch(spec, prepare)
+            if fetch is not None:  # the fetch makes the sandbox first, then fills it
+                await fetch()
+            process = await self._context.launcher.launch(spec, None if fetch else prepare)
         except LaunchError as exc:
             self._launch_failed(run, str(exc))
             for record in list(run.executor.tasks.values()):
@@ -328,6 +338,13 @@ class CustomExecutors:
         if run.shutting_down:
             process.signal_group(signal.SIGKILL)  # shut down while it was launching
         await self._watch(run, process)
+
+    async def _fetch_into(
+        self, prepare: Callable[[], object], uris: list[CommandURI], sandbox: str, user: UserIds | None
+    ) -> None:
+        """Make the executor's sandbox, then fetch ``CommandInfo.uris`` into it (a FetchError is a LaunchError)."""
+        await asyncio.get_running_loop().run_in_executor(None, prepare)
+        await self._context.fetcher.fetch(uris, sandbox, user)
 
     def _launch_failed(self, run: ExecutorRun, message: str) -> None:
         log.warning("Failed to launch executor %s: %s", run.executor.executor_id, message)

@@ -28,9 +28,7 @@ def create_sandbox(runs_dir: str, container_id: str, user: UserIds | None) -> st
     try:
         os.makedirs(sandbox, exist_ok=True)
         _point_latest(runs_dir, container_id)
-        if user is not None and os.geteuid() == 0:
-            # Mesos chowns the sandbox to the task's user so the task can write its own files.
-            os.chown(sandbox, user.uid, user.gid)
+        _give_to(sandbox, user)
     except OSError as exc:
         raise LaunchError(f"Failed to create sandbox {sandbox}: {exc}") from exc
     return sandbox
@@ -50,11 +48,18 @@ def create_task_dir(sandbox: str, task_id: str, user: UserIds | None) -> str:
     path = task_dir(sandbox, task_id)
     try:
         os.makedirs(path, exist_ok=True)
-        if user is not None and os.geteuid() == 0:
-            os.chown(path, user.uid, user.gid)
+        _give_to(path, user)
     except OSError as exc:
         raise LaunchError(f"Failed to create task directory {path}: {exc}") from exc
     return path
+
+
+def _give_to(path: str, user: UserIds | None) -> None:
+    # Mesos chowns the sandbox to the task's user so the task can write its own files. A directory the agent
+    # made already belongs to the agent's own user: skip the chown then (one file-system operation per task).
+    if user is None or os.geteuid() != 0 or (user.uid, user.gid) == (os.geteuid(), os.getegid()):
+        return
+    os.chown(path, user.uid, user.gid)
 
 
 def _point_latest(runs_dir: str, container_id: str) -> None:

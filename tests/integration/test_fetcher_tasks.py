@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from test_agent_service import FakeMaster, agent, make_config, master, run_task, sandbox_of
+from test_agent_service import FRAMEWORK_ID, FakeMaster, agent, make_config, master, run_task, sandbox_of
 
 from butte.agent.service import Agent
 from butte.testing.wait import until
 from butte.wire.base import ID
-from butte.wire.mesos import CommandInfo, CommandURI, TaskInfo
+from butte.wire.mesos import CommandInfo, CommandURI, ExecutorInfo, TaskInfo
 
 __all__ = ["agent", "master"]  # fixtures pytest finds by name
 
@@ -115,3 +115,37 @@ async def test_default_cache_dir_is_in_the_work_dir(
     await until(lambda: fake.states("d1")[-1:] == ["TASK_FINISHED"], timeout=10)
     cached = os.listdir(Path(agent.config.work_dir) / "fetch")
     assert len(cached) == 1 and cached[0].endswith("-tool")
+
+
+def executor_task(task_id: str, command: str, uris: list[CommandURI]) -> TaskInfo:
+    """A task for a custom executor whose command needs the fetched URIs."""
+    info = TaskInfo(name=task_id, task_id=ID(value=task_id), agent_id=ID(value="M-S0"))
+    info.executor = ExecutorInfo(executor_id=ID(value=f"exec-{task_id}"), command=CommandInfo(value=command, uris=uris))
+    return info
+
+
+async def test_custom_executor_runs_what_was_fetched(
+    master: tuple[FakeMaster, str], agent: Agent, files: tuple[str, dict[str, int]]
+) -> None:
+    fake, _ = master
+    url, hits = files
+    uri = CommandURI(value=f"{url}/tool", executable=True, output_file="bin/tool")
+    # The "executor" only proves it ran from the fetched file; it never subscribes, so its task fails after.
+    fake.send(run_task(executor_task("e1", "./bin/tool > ran.txt", [uri])))
+    sandbox = Path(agent.config.work_dir) / f"slaves/M-S0/frameworks/{FRAMEWORK_ID}/executors/exec-e1/runs/latest"
+    await until(
+        lambda: (sandbox / "ran.txt").exists() and (sandbox / "ran.txt").read_text() == "tool-ran\n", timeout=10
+    )
+    assert hits["tool"] == 1
+
+
+async def test_custom_executor_fetch_failure_fails_its_tasks(
+    master: tuple[FakeMaster, str], agent: Agent, files: tuple[str, dict[str, int]]
+) -> None:
+    fake, _ = master
+    url, _ = files
+    fake.send(run_task(executor_task("e2", "true", [CommandURI(value=f"{url}/missing.tgz")])))
+    await until(lambda: fake.states("e2")[-1:] == ["TASK_FAILED"], timeout=10)
+    final = fake.updates[-1]
+    assert final.reason == "REASON_CONTAINER_LAUNCH_FAILED"
+    assert final.message is not None and f"Failed to fetch '{url}/missing.tgz'" in final.message
