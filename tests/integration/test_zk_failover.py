@@ -18,13 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from butte.scheduler.sdk import SchedulerClient, command_task, offer_resources
 from butte.scheduler.zk_detector import ZkDetector
 from butte.testing.process import child_environment
+from butte.testing.sleepers import SleeperFramework, pid_alive, sleeper_framework, task_pids
 from butte.testing.wait import until
 from butte.testing.zookeeper import HaCluster, unavailable_reason
-from butte.wire.mesos import FrameworkInfo, Offer, TaskStatus
-from butte.wire.scheduler import Event
 
 pytestmark = [
     pytest.mark.integration,
@@ -32,75 +30,15 @@ pytestmark = [
 ]
 
 
-class Recorder:
-    """Launches ``wanted`` sleepers that write their pid, and keeps every status and subscription it sees."""
-
-    def __init__(self, client: SchedulerClient, pid_dir: Path, wanted: int) -> None:
-        self.client = client
-        self.pid_dir = pid_dir
-        self.wanted = wanted
-        self.launched = 0
-        self.statuses: list[TaskStatus] = []
-        self.subscriptions = 0
-
-    def latest(self, task_id: str) -> str | None:
-        states = [s.state for s in self.statuses if s.task_id.value == task_id]
-        return states[-1] if states else None
-
-    async def run(self) -> None:
-        async for event in self.client.events():
-            if not isinstance(event, Event):
-                continue
-            if event.type == "SUBSCRIBED":
-                self.subscriptions += 1
-            elif event.type == "OFFERS" and event.offers is not None:
-                for offer in event.offers.offers:
-                    await self._use(offer)
-            elif event.type == "UPDATE" and event.update is not None:
-                self.statuses.append(event.update.status)
-
-    async def _use(self, offer: Offer) -> None:
-        room = int(offer_resources(offer).scalar("cpus") / 0.1 + 1e-6)
-        count = min(self.wanted - self.launched, room, 2)  # spread over both agents
-        if count <= 0:
-            await self.client.decline([offer.id.value], refuse_seconds=60)
-            return
-        tasks = []
-        for _ in range(count):
-            task_id = f"sleeper-{self.launched}"
-            self.launched += 1
-            command = f"echo $$ > {self.pid_dir / task_id}; exec sleep 300"
-            tasks.append(command_task(task_id, offer.agent_id.value, command, 0.1, 16))
-        await self.client.launch(offer, tasks)
-
-
 @asynccontextmanager
-async def framework(zk_url: str, pid_dir: Path, wanted: int) -> AsyncIterator[Recorder]:
-    info = FrameworkInfo(user=os.environ.get("USER", "root"), name="zk-failover", failover_timeout=300)
+async def framework(zk_url: str, pid_dir: Path, wanted: int) -> AsyncIterator[SleeperFramework]:
     detector = ZkDetector(zk_url)
-    client = SchedulerClient(detector, info, initial_backoff_s=0.1, max_backoff_s=0.5)
-    await client.subscribe(timeout_s=30)
-    recorder = Recorder(client, pid_dir, wanted)
-    pump = asyncio.create_task(recorder.run())
     try:
-        yield recorder
+        # Two per offer: the sleepers spread over both agents.
+        async with sleeper_framework(detector, pid_dir, wanted, name="zk-failover", per_offer=2) as sleepers:
+            yield sleepers
     finally:
-        pump.cancel()
-        await asyncio.gather(pump, return_exceptions=True)
-        await client.close()
         await detector.close()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def task_pids(pid_dir: Path) -> dict[str, int]:
-    return {p.name: int(p.read_text()) for p in pid_dir.iterdir() if p.read_text().strip()}
 
 
 async def start_butte_run(ha: HaCluster, command: str) -> asyncio.subprocess.Process:
