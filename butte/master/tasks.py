@@ -46,14 +46,14 @@ def on_agent_update(
     task = framework.tasks.get(status.task_id.value) if framework else None
     effects: list[Effect] = []
     if task is not None and task.agent_id == agent_id:
-        effects += _record_status(state, task, status, now)
+        _record_status(state, task, status, now)
     if framework is not None and framework.link is FrameworkLink.CONNECTED:
         event = Event(type="UPDATE", update=Update(status=as_seen_by(framework, status)))
         effects.append(SendToFramework(framework.id, event))
     return effects
 
 
-def _record_status(state: MasterState, task: Task, status: mesos.TaskStatus, now: float) -> list[Effect]:
+def _record_status(state: MasterState, task: Task, status: mesos.TaskStatus, now: float) -> None:
     # Mesos: once a task is terminal no later update changes its state (its resources are already free).
     if task.state not in TERMINAL_STATES:
         task.latest = status
@@ -67,18 +67,19 @@ def _record_status(state: MasterState, task: Task, status: mesos.TaskStatus, now
     if status.uuid is not None:
         task.unacked_state, task.unacked_uuid = status.state, status.uuid
     if status.state in TERMINAL_STATES:
-        return release_task_resources(state, task, now)
-    return []
+        release_task_resources(state, task, now)
 
 
-def release_task_resources(state: MasterState, task: Task, now: float) -> list[Effect]:
-    """Give a finished task's resources back to the allocator, once (Mesos does it on the terminal update)."""
+def release_task_resources(state: MasterState, task: Task, now: float) -> None:
+    """Give a finished task's resources back to the allocator, once (Mesos does it on the terminal update).
+
+    They wait for the next batch allocation, as in Mesos (see docs/decisions.md).
+    """
     if task.resources_released:
-        return []
+        return
     task.resources_released = True
     if task.agent_id in state.agents and not task.resources.is_empty():
         state.allocator.recover(task.framework_id, task.role, task.agent_id, task.resources, now)
-    return []
 
 
 def acknowledge(
