@@ -252,10 +252,7 @@ class OneTask:
     async def _on_interrupt(self, interrupted: asyncio.Event) -> None:
         await interrupted.wait()
         interrupted.clear()
-        if self.agent_id is not None:
-            print(f"Interrupted: killing task '{self.spec.name}'", file=self.err)
-            with contextlib.suppress(ButteError):
-                await self.client.kill(self.spec.name, self.agent_id)
+        if self.agent_id is not None and await self._kill_task():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_KILL_WAIT_S):
                     await interrupted.wait()  # a second Ctrl-C stops waiting for TASK_KILLED
@@ -263,6 +260,18 @@ class OneTask:
         self._tearing_down = True
         with contextlib.suppress(ButteError):
             await self.client.teardown()
+        # Nothing more is wanted from the master, and it may be gone: end the event stream (and its retries).
+        await self.client.close()
+
+    async def _kill_task(self) -> bool:
+        """Ask for the task to be killed; False when the master cannot be reached (no TASK_KILLED will come)."""
+        print(f"Interrupted: killing task '{self.spec.name}'", file=self.err)
+        try:
+            await self.client.kill(self.spec.name, self.agent_id)
+        except ButteError as exc:
+            print(f"Could not kill the task: {exc}", file=self.err)
+            return False
+        return True
 
 
 def print_status(status: TaskStatus, name: str, err: TextIO) -> None:

@@ -63,3 +63,21 @@ async def test_interrupt_kills_the_task_and_tears_down(cluster: Cluster) -> None
     assert run.returncode != 0
     state = await cluster.master_state()
     assert state["frameworks"] == []
+
+
+async def test_sigterm_ends_it_even_when_the_master_is_gone(cluster: Cluster) -> None:
+    run = await start_run(cluster, "--name", "orphan", "--", "sleep 60")
+    assert run.stderr is not None
+    seen = b""
+    async with asyncio.timeout(60):
+        while b"TASK_RUNNING" not in seen:
+            line = await run.stderr.readline()
+            assert line, f"butte run ended early: {seen.decode()}"
+            seen += line
+    await cluster.kill_master()
+    run.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(20):  # no waiting for a TASK_KILLED that cannot come, no endless resubscribing
+        rest = await run.stderr.read()
+        await run.wait()
+    assert run.returncode != 0
+    assert "Could not kill the task" in rest.decode()
