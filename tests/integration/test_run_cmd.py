@@ -46,8 +46,8 @@ async def test_shell_string_and_success(cluster: Cluster) -> None:
     assert "hello world" in out.decode()
 
 
-async def test_interrupt_kills_the_task_and_tears_down(cluster: Cluster) -> None:
-    run = await start_run(cluster, "--name", "sleeper", "--", "sleep 60")
+async def read_until_running(run: asyncio.subprocess.Process) -> bytes:
+    """What ``butte run`` printed on stderr up to its TASK_RUNNING line."""
     assert run.stderr is not None
     seen = b""
     async with asyncio.timeout(60):
@@ -55,6 +55,14 @@ async def test_interrupt_kills_the_task_and_tears_down(cluster: Cluster) -> None
             line = await run.stderr.readline()
             assert line, f"butte run ended early: {seen.decode()}"
             seen += line
+    return seen
+
+
+async def test_interrupt_kills_the_task_and_tears_down(cluster: Cluster) -> None:
+    run = await start_run(cluster, "--name", "sleeper", "--", "sleep 60")
+    assert run.stderr is not None
+    seen = await read_until_running(run)
+    async with asyncio.timeout(60):
         run.send_signal(signal.SIGINT)
         rest = await run.stderr.read()
         await run.wait()
@@ -68,12 +76,7 @@ async def test_interrupt_kills_the_task_and_tears_down(cluster: Cluster) -> None
 async def test_sigterm_ends_it_even_when_the_master_is_gone(cluster: Cluster) -> None:
     run = await start_run(cluster, "--name", "orphan", "--", "sleep 60")
     assert run.stderr is not None
-    seen = b""
-    async with asyncio.timeout(60):
-        while b"TASK_RUNNING" not in seen:
-            line = await run.stderr.readline()
-            assert line, f"butte run ended early: {seen.decode()}"
-            seen += line
+    await read_until_running(run)
     await cluster.kill_master()
     run.send_signal(signal.SIGTERM)
     async with asyncio.timeout(20):  # no waiting for a TASK_KILLED that cannot come, no endless resubscribing
