@@ -20,7 +20,6 @@ from butte.core.errors import (
 from butte.wire.recordio import frame
 
 JSON = "application/json"
-PROTOBUF = "application/x-protobuf"
 
 
 class UnsupportedMediaType(ButteError):

@@ -46,11 +46,4 @@ class Allocate:
     """Run an allocation pass soon (coalesced with others): something changed that may make offers."""
 
 
-@dataclass(frozen=True, slots=True)
-class ForgetAgent:
-    """Remove the agent from the durable registry (it was shut down by the master)."""
-
-    agent_id: str
-
-
-Effect = SendToFramework | SendToAgent | CloseFrameworkStream | CloseAgentStream | Allocate | ForgetAgent
+Effect = SendToFramework | SendToAgent | CloseFrameworkStream | CloseAgentStream | Allocate

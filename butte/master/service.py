@@ -16,7 +16,6 @@ from butte.master.effects import (
     CloseAgentStream,
     CloseFrameworkStream,
     Effect,
-    ForgetAgent,
     SendToAgent,
     SendToFramework,
 )
@@ -83,8 +82,6 @@ class MasterService:
                     outbox.close()
             elif isinstance(effect, Allocate):
                 self.request_allocation()
-            elif isinstance(effect, ForgetAgent):
-                self.registry.remove(effect.agent_id)
 
     def _send_to_framework(self, framework_id: str, record: bytes) -> None:
         framework = self.state.frameworks.get(framework_id)

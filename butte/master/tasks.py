@@ -14,7 +14,6 @@ from butte.wire.agent_link import (
     ExecutorRef,
     FrameworkMessage,
     KillTask,
-    ReconcileTasks,
 )
 from butte.wire.base import ID
 from butte.wire.mesos import PARTITION_AWARE_ONLY_STATES, TERMINAL_STATES
@@ -198,13 +197,6 @@ def _on_lost_agent_status(task_id: str, agent_id: str | None, state_name: str, n
         agent_id=ID(value=agent_id) if agent_id else None,
         timestamp=now,
     )
-
-
-def reconcile_with_agents(state: MasterState, framework: Framework) -> list[Effect]:
-    """Ask each agent running the framework's tasks to resend their latest states (after a master failover)."""
-    agent_ids = sorted({t.agent_id for t in framework.tasks.values()})
-    request = ReconcileTasks(framework_id=id_of(framework.id))
-    return [SendToAgent(a, AgentEvent(type="RECONCILE", reconcile=request)) for a in agent_ids]
 
 
 def shutdown_executor(framework: Framework, agent_id: str, executor_id: str) -> list[Effect]:
