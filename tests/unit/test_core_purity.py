@@ -30,6 +30,18 @@ CORE_FILES = (
     "master/health.py",
     "master/unreachable.py",
     "agent/recovery.py",
+    "frameworks/marathon/model.py",
+    "frameworks/marathon/pathid.py",
+    "frameworks/marathon/validation.py",
+    "frameworks/marathon/groups.py",
+    "frameworks/marathon/replace.py",
+    "frameworks/marathon/backoff.py",
+    "frameworks/marathon/placement.py",
+    "frameworks/marathon/constraints.py",
+    "frameworks/marathon/taskinfo.py",
+    "frameworks/marathon/core.py",
+    "frameworks/marathon/instances.py",
+    "frameworks/marathon/deployments.py",
 )
 
 

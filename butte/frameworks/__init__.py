@@ -1,0 +1,1 @@
+"""Butte frameworks built on the scheduler SDK: Marathon, Chronos, Aurora."""

@@ -1,0 +1,1 @@
+"""Marathon-compatible framework for long-running services (issue 5)."""
