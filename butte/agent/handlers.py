@@ -83,6 +83,9 @@ class MasterEvents:
         if problem is not None:
             self._reject(framework.framework_id, task.task_id.value, problem)
             return
+        if task.container is not None and task.container.type == "DOCKER":
+            self._no_containerizer(framework.framework_id, task.task_id.value)
+            return
         log.info("Launching task %s of framework %s", task.task_id.value, framework.framework_id)
         if task.executor is not None:
             self._custom.run_task(framework, task)
@@ -221,6 +224,19 @@ class MasterEvents:
         if (command is None) == (executor is None):
             return "Task should have exactly one of 'command' or 'executor'"
         return None
+
+    def _no_containerizer(self, framework_id: str, task_id: str) -> None:
+        # Mesos answers a DOCKER container on an agent without the docker containerizer with TASK_FAILED and
+        # REASON_CONTAINER_LAUNCH_FAILED; say plainly why, so that Marathon's lastTaskFailure explains it.
+        message = (
+            "Failed to launch container: this agent has no Docker containerizer (containerizers: mesos); "
+            "a task with ContainerInfo.type DOCKER cannot run here"
+        )
+        log.warning("Refusing task %s of framework %s: %s", task_id, framework_id, message)
+        status = self._context.reporter.new_status(
+            task_id, "TASK_FAILED", executor_id=task_id, message=message, reason="REASON_CONTAINER_LAUNCH_FAILED"
+        )
+        self._context.reporter.send_untracked(framework_id, status)
 
     def _reject(self, framework_id: str, task_id: str, message: str) -> None:
         log.warning("Rejecting task %s of framework %s: %s", task_id, framework_id, message)

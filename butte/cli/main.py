@@ -17,6 +17,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("butte.cli.agent_cmd", "run an agent"),
     "run": ("butte.cli.run_cmd", "run one task on a cluster, like mesos-execute"),
     "up": ("butte.cli.up_cmd", "run a local cluster: one master and two agents"),
+    "marathon": ("butte.cli.marathon_cmd", "run Marathon: long-running services with the Marathon v2 REST API"),
+    "app": ("butte.cli.app_cmd", "deploy and manage apps on Marathon"),
 }
 
 

@@ -1,4 +1,4 @@
-"""``butte up``: one master and a few agents on this machine, in the foreground, until Ctrl-C.
+"""``butte up``: one master, a few agents and Marathon on this machine, in the foreground, until Ctrl-C.
 
 It runs the same process management as the test kit (:class:`butte.testing.Cluster`) on fixed ports
 (5050 for the master, 5051 and up for the agents), keeps state and logs under ``--work_dir``, and on
@@ -20,6 +20,7 @@ from typing import TextIO
 
 from butte.cli.flags import add_flag
 from butte.testing.cluster import Cluster
+from butte.testing.marathon import MarathonKit
 from butte.testing.process import ProcessError
 from butte.testing.wait import until
 
@@ -36,6 +37,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "port", default=5050, type=int, help="master port")
     add_flag(parser, "agents", default=2, type=int, help="number of agents")
     add_flag(parser, "agent_port", default=5051, type=int, help="port of the first agent; the next ones follow")
+    add_flag(parser, "marathon_port", default=8080, type=int, help="Marathon's REST API port (0: no Marathon)")
     add_flag(
         parser,
         "agent_resources",
@@ -84,29 +86,34 @@ def run(args: argparse.Namespace) -> int:
     if args.agents < 0:
         print("butte up: --agents must be 0 or more", file=sys.stderr)
         return 2
-    busy = busy_ports([args.port, *(args.agent_port + i for i in range(args.agents))])
+    wanted = [args.port, *(args.agent_port + i for i in range(args.agents))]
+    busy = busy_ports(wanted + ([args.marathon_port] if args.marathon_port else []))
     if busy:
         print(f"butte up: port(s) {busy} already in use (is another `butte up` running?)", file=sys.stderr)
         return 1
-    return asyncio.run(_up(build_cluster(args)))
+    cluster = build_cluster(args)
+    marathon = MarathonKit(cluster, port=args.marathon_port) if args.marathon_port else None
+    return asyncio.run(_up(cluster, marathon))
 
 
-async def _up(cluster: Cluster) -> int:
+async def _up(cluster: Cluster, marathon: MarathonKit | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # SIGHUP: the terminal was closed; stop as cleanly as on Ctrl-C rather than orphan the children.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(signum, stop.set)
     try:
-        if not await _start_unless_stopped(cluster, stop):
+        if not await _start_unless_stopped(cluster, marathon, stop):
             return 0
-        print_banner(cluster)
-        return await _serve_until_stopped(cluster, stop)
+        print_banner(cluster, marathon)
+        return await _serve_until_stopped(cluster, marathon, stop)
     except ProcessError as exc:
         say(f"butte up: {exc}", sys.stderr)
         return 1
     finally:
         say("butte up: stopping")
+        if marathon is not None:
+            await marathon.stop()
         await cluster.stop()
         say("butte up: stopped")
 
@@ -117,9 +124,15 @@ def say(text: str, stream: TextIO | None = None) -> None:
         print(text, file=stream or sys.stdout, flush=True)
 
 
-async def _start_unless_stopped(cluster: Cluster, stop: asyncio.Event) -> bool:
-    """Start the cluster; a Ctrl-C during start-up abandons it. True if it is up."""
-    starting = asyncio.ensure_future(cluster.start())
+async def _start_all(cluster: Cluster, marathon: MarathonKit | None) -> None:
+    await cluster.start()
+    if marathon is not None:
+        await marathon.start()
+
+
+async def _start_unless_stopped(cluster: Cluster, marathon: MarathonKit | None, stop: asyncio.Event) -> bool:
+    """Start the cluster and Marathon; a Ctrl-C during start-up abandons them. True if they are up."""
+    starting = asyncio.ensure_future(_start_all(cluster, marathon))
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
@@ -132,9 +145,9 @@ async def _start_unless_stopped(cluster: Cluster, stop: asyncio.Event) -> bool:
     return False
 
 
-async def _serve_until_stopped(cluster: Cluster, stop: asyncio.Event) -> int:
+async def _serve_until_stopped(cluster: Cluster, marathon: MarathonKit | None, stop: asyncio.Event) -> int:
     """Wait for a stop signal; if a process dies first, report it with its log tail and return 1."""
-    children = [cluster.master, *cluster.agents]
+    children = [cluster.master, *cluster.agents, *([marathon.process] if marathon else [])]
     await until(
         lambda: stop.is_set() or any(not child.running for child in children),
         timeout=float("inf"),
@@ -149,13 +162,15 @@ async def _serve_until_stopped(cluster: Cluster, stop: asyncio.Event) -> int:
     return 1
 
 
-def print_banner(cluster: Cluster) -> None:
+def print_banner(cluster: Cluster, marathon: MarathonKit | None = None) -> None:
     """Where everything is, and how to run a first task."""
     agents = ", ".join(agent.address for agent in cluster.agents) or "none"
+    marathon_line = f"  marathon: {marathon.url}\n" if marathon is not None else ""
     say(
         f"Butte is up.\n"
         f"  master: {cluster.master_url}\n"
         f"  agents: {agents}\n"
+        f"{marathon_line}"
         f"  state and logs: {cluster.work_dir}\n"
         f"Run a task:\n"
         f"  butte run --master {cluster.master_address} -- echo hello\n"

@@ -85,19 +85,19 @@ class MarathonControl(Protocol):
         """Known instances, of one app or all, launched or not yet reported."""
         ...
 
-    def app_versions(self, app_id: str) -> Sequence[str]:
+    async def app_versions(self, app_id: str) -> Sequence[str]:
         """Stored versions of an app, newest first. Raises NotFound for an unknown app."""
         ...
 
-    def app_version(self, app_id: str, version: str) -> App:
+    async def app_version(self, app_id: str, version: str) -> App:
         """One stored version of an app. Raises NotFound."""
         ...
 
-    def group_versions(self, group_id: str) -> Sequence[str]:
+    async def group_versions(self, group_id: str) -> Sequence[str]:
         """Versions of the root group in which ``group_id`` existed, newest first. Raises NotFound."""
         ...
 
-    def root_version(self, version: str) -> RootGroup:
+    async def root_version(self, version: str) -> RootGroup:
         """The root group as it was at ``version``. Raises NotFound."""
         ...
 
@@ -109,27 +109,22 @@ class MarathonControl(Protocol):
         """Apps waiting to launch tasks."""
         ...
 
-    def last_task_failure(self, app_id: str) -> LastTaskFailure | None:
-        ...
+    def last_task_failure(self, app_id: str) -> LastTaskFailure | None: ...
 
-    def framework_id(self) -> str | None:
-        ...
+    def framework_id(self) -> str | None: ...
 
     def leader(self) -> str | None:
         """``host:port`` of the leading instance, None when there is none."""
         ...
 
-    def is_leader(self) -> bool:
-        ...
+    def is_leader(self) -> bool: ...
 
     def now(self) -> float:
         """The shell's clock, so that handlers stamp versions consistently."""
         ...
 
     # --- changes -----------------------------------------------------------------------------------------
-    async def deploy(
-        self, target: RootGroup, *, force: bool, restart: frozenset[str] = frozenset()
-    ) -> DeploymentPlan:
+    async def deploy(self, target: RootGroup, *, force: bool, restart: frozenset[str] = frozenset()) -> DeploymentPlan:
         """Start a deployment from the current root to ``target`` (apps in ``restart`` are rolled even if
         unchanged). ``target`` already carries the new versions.
 

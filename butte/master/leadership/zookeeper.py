@@ -18,6 +18,7 @@ from typing import final
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import KazooException
+from kazoo.handlers.threading import KazooTimeoutError
 
 from butte.core.errors import CoordinatorUnavailable
 from butte.master.leadership import LeaderView, ViewListener
@@ -59,7 +60,7 @@ class ZkContender:
         try:
             await asyncio.to_thread(client.start, self._session_timeout_s)
             await asyncio.to_thread(client.ensure_path, self.url.path)
-        except (KazooException, TimeoutError) as exc:
+        except (KazooException, KazooTimeoutError, TimeoutError) as exc:
             raise CoordinatorUnavailable(f"ZooKeeper at {self.url.hosts}: {exc}") from exc
         self._client = client
         return client
