@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 from pathlib import Path
@@ -15,6 +16,7 @@ from butte.core.errors import ButteError
 from butte.frameworks.marathon.api.app import make_app
 from butte.frameworks.marathon.service import MarathonConfig, MarathonService
 from butte.frameworks.marathon.store import open_store
+from butte.master.leadership import Contender
 
 log = logging.getLogger("butte.marathon")
 
@@ -63,18 +65,37 @@ async def _serve(args: argparse.Namespace, config: MarathonConfig) -> int:
         log.error("cannot start: %s", exc)
         return 1
     service = MarathonService(config, store)
-    await service.start()
     app = make_app(service, http_port=config.http_port, advertised=config.advertised)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, args.http_address, args.http_port, reuse_address=True).start()
+    try:
+        await service.start(election(args, config))
+    except ButteError as exc:
+        log.error("cannot start: %s", exc)
+        await runner.cleanup()
+        return 1
     log.info("marathon listening on http://%s:%d, master %s", args.http_address, args.http_port, config.master)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    log.info("marathon shutting down")
+    stopping = asyncio.ensure_future(stop.wait())
+    deposed = asyncio.ensure_future(service.deposed.wait())
+    await asyncio.wait({stopping, deposed}, return_when=asyncio.FIRST_COMPLETED)
+    log.info("marathon shutting down%s", " after losing leadership" if service.deposed.is_set() else "")
+    stopping.cancel()
+    deposed.cancel()
     await runner.cleanup()
     await service.close()
-    return 0
+    return 1 if service.deposed.is_set() else 0
+
+
+def election(args: argparse.Namespace, config: MarathonConfig) -> Contender | None:
+    """With ``--zk``, a place in the election under ``<path>/leader``; alone (None) otherwise."""
+    if not args.zk:
+        return None
+    from butte.master.leadership.zookeeper import ZkContender  # kazoo only for Marathons that use ZooKeeper
+
+    info = {"hostname": config.hostname, "port": config.http_port}
+    return ZkContender(args.zk.rstrip("/") + "/leader", json.dumps(info).encode(), args.zk_session_timeout)

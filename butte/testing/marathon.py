@@ -29,10 +29,17 @@ HTTP_TIMEOUT: Final = aiohttp.ClientTimeout(total=10)
 class MarathonKit:
     """One ``butte marathon`` process on a free loopback port, registered with ``cluster``'s master."""
 
-    def __init__(self, cluster: Cluster, *, flags: dict[str, object] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        *,
+        flags: dict[str, object] | None = None,
+        port: int | None = None,
+        name: str = "marathon",
+    ) -> None:
         self.cluster = cluster
         self.port = port or proc.free_port()
-        work_dir = cluster.work_dir / "marathon"
+        work_dir = cluster.work_dir / name
         argv = [
             "marathon",
             f"--master={cluster.master_address}",
@@ -40,7 +47,7 @@ class MarathonKit:
             f"--http_port={self.port}",
             f"--work_dir={work_dir}",
         ]
-        self.process = ButteProcess("marathon", argv + flag_args(flags or {}), self.port, work_dir, cluster._env)
+        self.process = ButteProcess(name, argv + flag_args(flags or {}), self.port, work_dir, cluster._env)
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -64,7 +71,11 @@ class MarathonKit:
         self.process.start()
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=HTTP_TIMEOUT)
-        await until(self._ready, timeout=timeout_s, what="butte marathon to answer and register")
+        try:
+            await until(self._ready, timeout=timeout_s, what="butte marathon to answer and register")
+        except BaseException:
+            await self.stop()
+            raise
         return self
 
     async def stop(self) -> None:
@@ -83,7 +94,7 @@ class MarathonKit:
             raise self.process.error("butte marathon exited")
         try:
             info = await self.request("GET", "/v2/info")
-        except NOT_YET:
+        except (*NOT_YET, MarathonHttpError):  # 502 until a leader is elected and has loaded its state
             return False
         return bool(info.get("frameworkId"))
 

@@ -33,6 +33,7 @@ CORE_FILES = (
     "frameworks/marathon/model.py",
     "frameworks/marathon/pathid.py",
     "frameworks/marathon/validation.py",
+    "frameworks/marathon/app_rules.py",
     "frameworks/marathon/groups.py",
     "frameworks/marathon/replace.py",
     "frameworks/marathon/backoff.py",
@@ -42,6 +43,9 @@ CORE_FILES = (
     "frameworks/marathon/core.py",
     "frameworks/marathon/instances.py",
     "frameworks/marathon/deployments.py",
+    "frameworks/marathon/service_ports.py",
+    "frameworks/marathon/queue.py",
+    "frameworks/marathon/launcher.py",
 )
 
 

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from butte.core.errors import ValidationError
 from butte.core.resources import Resources
+from butte.frameworks.marathon.pathid import safe_id
 from butte.frameworks.marathon.placement import Claim
-from butte.frameworks.marathon.taskinfo import app_id_prefix, build_task, new_task_id, safe_id
+from butte.frameworks.marathon.taskinfo import app_id_prefix, build_task, new_task_id
 from butte.wire import checks
 from butte.wire.marathon import (
     App,

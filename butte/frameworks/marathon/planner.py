@@ -24,7 +24,7 @@ import msgspec
 
 from butte.core.errors import ValidationError
 from butte.frameworks.marathon.model import Action, ActionKind, DeploymentPlan, RootGroup, Step, app_config_version
-from butte.frameworks.marathon.pathid import ancestors, canonical, parent
+from butte.frameworks.marathon.pathid import ancestors, canonical, is_under, parent
 from butte.wire.marathon import App
 
 DependencyGraph = Mapping[str, frozenset[str]]
@@ -168,7 +168,6 @@ class _AppsNamed:
     def __call__(self, name: str) -> frozenset[str]:
         found = self._cache.get(name)
         if found is None:
-            prefix = name.rstrip("/") + "/"
-            found = frozenset(app for app in self._apps if app == name or app.startswith(prefix))
+            found = frozenset(app for app in self._apps if app == name or is_under(app, name))
             self._cache[name] = found
         return found

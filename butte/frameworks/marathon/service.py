@@ -32,6 +32,8 @@ from butte.frameworks.marathon.groups import stamp_versions
 from butte.frameworks.marathon.health import HealthProbe
 from butte.frameworks.marathon.model import DeploymentPlan, HealthResult, Instance, RootGroup, iso_timestamp
 from butte.frameworks.marathon.store import MarathonStore
+from butte.master.leadership import Contender, LeaderView
+from butte.master.leadership.standalone import StandaloneContender
 from butte.scheduler.sdk import ConnectionLost, SchedulerClient
 from butte.wire.base import ID
 from butte.wire.marathon import App, LastTaskFailure
@@ -78,11 +80,40 @@ class MarathonService:
         self._framework_id: str | None = None
         self._batches: asyncio.Queue[tuple[list[fx.Effect], asyncio.Future[None]]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
-        self._leading = True
+        self._leading = False
+        self._leader: str | None = None
+        self._contender: Contender | None = None
+        self._lead_task: asyncio.Task[None] | None = None
+        self.deposed = asyncio.Event()
         self.started_at = time.time()
 
     # --- lifecycle ---------------------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, contender: Contender | None = None) -> None:
+        """Join the election (alone without ``contender``: lead at once) and serve once elected.
+
+        Raises:
+            CoordinatorUnavailable: ZooKeeper did not answer.
+        """
+        self._contender = contender or StandaloneContender()
+        await self._contender.start(self._on_view)
+        if self._lead_task is not None:
+            await self._lead_task
+
+    def _on_view(self, view: LeaderView) -> None:
+        info = view.leader_info or {}
+        self._leader = f"{info['hostname']}:{info['port']}" if "hostname" in info and "port" in info else None
+        if view.leading and not self._leading and self._lead_task is None:
+            self._leading = True
+            self._leader = self.config.advertised
+            self._lead_task = asyncio.ensure_future(self._lead())
+        elif not view.leading and self._leading:
+            # Marathon exits when it loses leadership; whatever supervises it starts it again as a standby.
+            log.error("marathon: lost leadership; stopping")
+            self._leading = False
+            self.deposed.set()
+
+    async def _lead(self) -> None:
+        log.info("marathon: elected leader; loading state")
         state = await self._store.load()
         self._framework_id = state.framework_id
         rng = random.Random(self.config.seed)
@@ -94,6 +125,8 @@ class MarathonService:
             self._tasks.append(asyncio.ensure_future(loop))
 
     async def close(self) -> None:
+        if self._contender is not None:
+            await self._contender.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -240,10 +273,11 @@ class MarathonService:
         return self._framework_id
 
     def leader(self) -> str | None:
-        return self.config.advertised if self._leading else None
+        return self._leader if self._core is not None or not self._leading else None
 
     def is_leader(self) -> bool:
-        return self._leading
+        """True once elected and the state is loaded (until then the leader answers 502, as with none)."""
+        return self._leading and self._core is not None
 
     def now(self) -> float:
         return time.time()
@@ -300,7 +334,9 @@ class MarathonService:
         await self._submit(self.core.reset_delay(app_id, time.time()))
 
     async def abdicate(self) -> None:
-        raise NotFound("There is no leader election without --zk; this Marathon runs alone")
+        # As Marathon: the leader steps down by exiting (after this answer); a standby is elected.
+        log.warning("marathon: abdicating on request")
+        asyncio.get_running_loop().call_later(0.2, self.deposed.set)
 
     def events(self) -> AsyncIterator[dict[str, Any]]:
         return self._bus.subscribe()

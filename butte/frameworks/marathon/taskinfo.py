@@ -17,6 +17,7 @@ import msgspec
 from butte.core.errors import ValidationError
 from butte.core.ranges import RangeList
 from butte.core.resources import DEFAULT_ROLE, Entry, Resources
+from butte.frameworks.marathon.pathid import safe_id
 from butte.frameworks.marathon.placement import Claim
 from butte.scheduler.tasks import command_info
 from butte.wire import checks
@@ -42,11 +43,6 @@ _LABEL_PREFIX = "MARATHON_APP_LABEL_"
 # Marathon leaves out labels that would make an environment variable longer than 512 characters.
 _MAX_ENV_LENGTH = 512
 _NANOS_PER_SECOND = 1_000_000_000
-
-
-def safe_id(app_id: str) -> str:
-    """The app id as task ids spell it: no leading ``/``, ``/`` as ``_`` (``/shop/web`` -> ``shop_web``)."""
-    return app_id.lstrip("/").replace("/", "_")
 
 
 def new_task_id(app_id: str, rng: random.Random) -> str:

@@ -13,6 +13,7 @@ from butte.frameworks.marathon.api.params import control_of, flag
 from butte.frameworks.marathon.api.render import deployment_json, deployment_result
 from butte.frameworks.marathon.groups import stamp_versions
 from butte.frameworks.marathon.model import DeploymentPlan, RootGroup, iso_timestamp
+from butte.frameworks.marathon.service_ports import assign_service_ports
 
 DEPLOYMENT_HEADER = "Marathon-Deployment-Id"
 
@@ -37,7 +38,8 @@ async def commit(
         Conflict: a touched app is locked by a running deployment (``LockedByDeployments``).
         ValidationError: the framework finds the target inconsistent.
     """
-    stamped = stamp_versions(current, target, version=version)
+    with_ports = assign_service_ports(current, target)
+    stamped = stamp_versions(current, with_ports, version=version)
     force = flag(request, "force", default=force_default)
     return await control_of(request).deploy(stamped, force=force, restart=restart)
 
