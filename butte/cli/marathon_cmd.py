@@ -35,6 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "mesos_user", default=None, help="the user tasks run as (default: the current user)")
     add_flag(parser, "reconciliation_interval", default="10mins", type=duration, help="task reconciliation period")
     add_flag(parser, "seed", default=None, type=int, help="seed for task ids and port choices (for replay)")
+    add_flag(parser, "max_instances_per_offer", default=100, type=int, help="tasks launched on one offer at most")
 
 
 def build_config(args: argparse.Namespace) -> MarathonConfig:
@@ -48,6 +49,7 @@ def build_config(args: argparse.Namespace) -> MarathonConfig:
         reconciliation_interval_s=args.reconciliation_interval,
         zk=args.zk,
         seed=args.seed,
+        max_instances_per_offer=args.max_instances_per_offer,
     )
 
 

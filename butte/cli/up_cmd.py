@@ -166,6 +166,12 @@ def print_banner(cluster: Cluster, marathon: MarathonKit | None = None) -> None:
     """Where everything is, and how to run a first task."""
     agents = ", ".join(agent.address for agent in cluster.agents) or "none"
     marathon_line = f"  marathon: {marathon.url}\n" if marathon is not None else ""
+    service_hint = (
+        f"Run a service (a Marathon app definition in JSON or YAML):\n"
+        f"  butte app deploy app.yaml --marathon {marathon.url}\n"
+        if marathon is not None
+        else ""
+    )
     say(
         f"Butte is up.\n"
         f"  master: {cluster.master_url}\n"
@@ -175,5 +181,6 @@ def print_banner(cluster: Cluster, marathon: MarathonKit | None = None) -> None:
         f"Run a task:\n"
         f"  butte run --master {cluster.master_address} -- echo hello\n"
         f"  (without an activated venv: .venv/bin/butte run --master {cluster.master_address} -- echo hello)\n"
+        f"{service_hint}"
         f"Press Ctrl-C to stop."
     )

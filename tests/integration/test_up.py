@@ -56,8 +56,10 @@ class UpProcess:
     def __init__(self, tmp_path: Path, master_port: int, agent_port: int) -> None:
         self.output = tmp_path / "up.out"
         self.master_port = master_port
+        self.marathon_port = proc.free_port()
         argv = [sys.executable, "-m", "butte.cli.main", "up", f"--work_dir={tmp_path / 'state'}"]
         argv += [f"--port={master_port}", f"--agent_port={agent_port}", "--agents=2"]
+        argv += [f"--marathon_port={self.marathon_port}"]
         with self.output.open("wb") as out:
             self.popen = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
@@ -90,9 +92,10 @@ async def test_up_runs_a_cluster_and_stops_cleanly(up: UpProcess, stop_signal: i
     banner = up.text()
     assert f"master: http://127.0.0.1:{up.master_port}" in banner
     assert f"butte run --master 127.0.0.1:{up.master_port} -- echo hello" in banner
+    assert f"marathon: http://127.0.0.1:{up.marathon_port}" in banner
     await until(lambda: len(master_slaves(up.master_port)) == 2, timeout=START_S, ignore=(OSError,))
     children = children_of(up.popen.pid)
-    assert len(children) == 3, children
+    assert len(children) == 4, children  # the master, two agents and Marathon
 
     # Ctrl-C in a terminal signals the whole foreground process group.
     os.killpg(up.popen.pid, stop_signal)

@@ -44,6 +44,7 @@ CORE_FILES = (
     "frameworks/marathon/instances.py",
     "frameworks/marathon/deployments.py",
     "frameworks/marathon/service_ports.py",
+    "frameworks/marathon/healthbook.py",
     "frameworks/marathon/queue.py",
     "frameworks/marathon/launcher.py",
 )

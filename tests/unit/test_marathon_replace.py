@@ -154,8 +154,8 @@ def test_stop_kills_every_alive_instance_and_ends_when_none_is_left() -> None:
     [
         (3, 1.0, 1.0, 0, 3),  # (1, 1): all new next to the old first
         (3, 1.0, 0.0, 0, 1),  # (1, 0): one at a time, thanks to the extra instance
-        (4, 0.5, 0.0, 2, 2),  # (0.5, 0): half at once
-        (3, 0.0, 0.0, 3, 3),  # (0, x): everything first
+        (4, 0.5, 0.0, 2, 0),  # (0.5, 0): half at once; new ones once the killed have ended
+        (3, 0.0, 0.0, 3, 0),  # (0, x): everything first
         (3, 0.0, 1.0, 3, 3),
     ],
 )
@@ -172,13 +172,15 @@ def test_restart_kills_youngest_old_first_by_default() -> None:
 def test_restart_kills_unready_old_first_and_for_free() -> None:
     instances = [*olds(2), inst("old-sick", config="v1", staged_at=0.0, health=HealthResult(alive=False))]
     moves = next_moves("RestartApplication", make_app(3, min_health=1.0, over=0.0, health=True), instances)
-    assert moves == Moves(launch=2, kill=("old-sick",), done=False)  # the kill frees room at once
+    # The sick one goes first; it holds its room (3 + the extra one) until Mesos reports it ended.
+    assert moves == Moves(launch=1, kill=("old-sick",), done=False)
 
 
 def test_restart_new_ready_lets_an_old_one_go() -> None:
     app = make_app(2, min_health=1.0, over=0.0)
     instances = [*olds(2), inst("new0")]
-    assert next_moves("RestartApplication", app, instances) == Moves(launch=1, kill=("old1",), done=False)
+    assert next_moves("RestartApplication", app, instances) == Moves(launch=0, kill=("old1",), done=False)
+    assert next_moves("RestartApplication", app, [olds(2)[0], instances[2]]).launch == 1
 
 
 def test_restart_done_only_when_all_new_ready_and_old_gone() -> None:
@@ -205,7 +207,7 @@ def test_restart_bounds_round_float_products() -> None:
 
 def test_restart_with_fewer_instances_than_before() -> None:
     moves = next_moves("RestartApplication", make_app(2, min_health=1.0, over=1.0), olds(5))
-    assert (len(moves.kill), moves.launch) == (3, 2)
+    assert (len(moves.kill), moves.launch) == (3, 0)  # the five still hold maxCapacity until they end
 
 
 def test_unknown_action_raises() -> None:

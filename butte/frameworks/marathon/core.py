@@ -11,7 +11,7 @@ is met from offers by :mod:`.launcher`.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 
 from butte.core.errors import NotFound
@@ -20,22 +20,21 @@ from butte.frameworks.marathon.backoff import LaunchDelays
 from butte.frameworks.marathon.control import KillResult, LockedByDeployments, QueueEntry
 from butte.frameworks.marathon.deployments import DeploymentBook, DeploymentRun, rollback_target
 from butte.frameworks.marathon.health import should_kill
+from butte.frameworks.marathon.healthbook import (
+    HealthBook,
+    health_changed_event,
+    marathon_side_checks,
+    unhealthy_kill_event,
+)
 from butte.frameworks.marathon.instances import FAILURE_STATES, InstanceBook, StatusChange, condition, failure_record
-from butte.frameworks.marathon.launcher import Launcher
+from butte.frameworks.marathon.launcher import MAX_INSTANCES_PER_OFFER, Launcher
 from butte.frameworks.marathon.model import DeploymentPlan, HealthResult, Instance, RootGroup
 from butte.frameworks.marathon.planner import plan as plan_deployment
 from butte.frameworks.marathon.queue import LaunchQueue
 from butte.frameworks.marathon.replace import Moves, maintain, next_moves
 from butte.frameworks.marathon.unreachable import unreachable_condition
-from butte.wire.marathon import App, HealthCheck, LastTaskFailure
+from butte.wire.marathon import App, LastTaskFailure
 from butte.wire.mesos import Offer, TaskStatus
-
-MARATHON_SIDE = frozenset({"HTTP", "HTTPS", "TCP"})
-
-
-def marathon_side_checks(app: App) -> tuple[HealthCheck, ...]:
-    """The health checks Marathon runs itself (the others run on the agent)."""
-    return tuple(check for check in app.health_checks if check.protocol in MARATHON_SIDE)
 
 
 class MarathonCore:
@@ -48,16 +47,17 @@ class MarathonCore:
         instances: Sequence[Instance] = (),
         deployments: Sequence[tuple[DeploymentPlan, int]] = (),
         rng: random.Random,
+        max_instances_per_offer: int = MAX_INSTANCES_PER_OFFER,
     ) -> None:
         self.root = root
         self.book = InstanceBook(instances)
         self.deployments = DeploymentBook(DeploymentRun(plan, step) for plan, step in deployments)
         self.delays = LaunchDelays()
         self.queue = LaunchQueue()
-        self.launcher = Launcher(rng)
+        self.launcher = Launcher(rng, max_instances_per_offer=max_instances_per_offer)
         self.last_failures: dict[str, LastTaskFailure] = {}
         self._demand: dict[str, int] = {}
-        self._health: dict[str, dict[int, HealthResult]] = {}
+        self.health = HealthBook()
         self._suppressed = False
         self._launchable: frozenset[str] = frozenset()
 
@@ -151,7 +151,7 @@ class MarathonCore:
         if change is None:
             return self._on_unknown_task(status)
         effects = self._status_effects(change, status, now)
-        return effects + self.progress(now)
+        return effects + self.progress(now, only=(change.before.app_id,))
 
     def on_health(self, task_id: str, check_index: int, result: HealthResult, now: float) -> list[fx.Effect]:
         """A Marathon-side probe's verdict; kills the instance once the check says so."""
@@ -159,44 +159,18 @@ class MarathonCore:
         app = self._app(instance.app_id) if instance else None
         if instance is None or app is None:
             return [fx.UnwatchHealth(task_id)]
-        results = self._health.setdefault(task_id, {})
-        results[check_index] = result
-        alive = all(r.alive for r in results.values())
-        updated = replace(instance, health=replace(result, alive=alive))
+        updated = replace(instance, health=self.health.record(task_id, check_index, result))
         self.book.put(updated)
-        effects: list[fx.Effect] = []
+        effects: list[fx.Effect] = [fx.SaveInstances((updated,))]
         if instance.healthy != updated.healthy:
-            effects.append(
-                fx.Publish(
-                    "health_status_changed_event",
-                    {
-                        "appId": app.id,
-                        "instanceId": task_id,
-                        "taskId": task_id,
-                        "version": instance.version,
-                        "alive": alive,
-                    },
-                )
-            )
+            effects.append(health_changed_event(app, instance, bool(updated.healthy)))
         checks = marathon_side_checks(app)
-        if check_index < len(checks) and should_kill(result, checks[check_index]) and not instance.killing:
+        # Marathon never kills an unreachable instance for its checks: the probe cannot reach it either.
+        killable = not instance.killing and instance.unreachable_since is None
+        if killable and check_index < len(checks) and should_kill(result, checks[check_index]):
             self.delays.on_failure(app.id, app, now)
-            effects.append(
-                fx.Publish(
-                    "unhealthy_instance_kill_event",
-                    {
-                        "appId": app.id,
-                        "taskId": task_id,
-                        "instanceId": task_id,
-                        "version": instance.version,
-                        "reason": result.last_failure_cause or "health check failed",
-                        "host": instance.host,
-                        "slaveId": instance.agent_id,
-                    },
-                )
-            )
-            effects += self._kill(updated, app)
-        return [*effects, fx.SaveInstances((self.book.get(task_id) or updated,)), *self.progress(now)]
+            effects += [unhealthy_kill_event(app, instance, result), *self._kill(updated, app)]
+        return effects + self.progress(now, only=(app.id,))
 
     def tick(self, now: float) -> list[fx.Effect]:
         """Timers: unreachable instances becoming inactive or expunged, backoffs running out."""
@@ -253,31 +227,51 @@ class MarathonCore:
         return entries
 
     def health_results(self, task_id: str) -> list[HealthResult]:
+        """Each check's result (Marathon-side), else the agent's verdict, else nothing."""
+        found = self.health.results(task_id)
+        if found is not None:
+            return found
         instance = self.book.get(task_id)
-        if task_id in self._health:
-            return [self._health[task_id][i] for i in sorted(self._health[task_id])]
         return [instance.health] if instance is not None and instance.health is not None else []
 
     # --- progress ------------------------------------------------------------------------------------------
-    def progress(self, now: float, *, revive: bool = False) -> list[fx.Effect]:
-        """Advance deployments and recompute every app's launches and kills (``revive``: definitions changed)."""
+    def progress(self, now: float, *, revive: bool = False, only: Collection[str] | None = None) -> list[fx.Effect]:
+        """Advance deployments and recompute launches and kills of every app, or of the apps in ``only``
+        (and the deployments holding them): a status update concerns one app, and recomputing a thousand
+        apps for each of a deployment's thousands of updates would be the framework's whole cost.
+        ``revive``: definitions changed."""
         effects: list[fx.Effect] = []
         moves: dict[str, Moves] = {}
-        for run in list(self.deployments):
+        released: set[str] = set()
+        for run in self._runs_holding(only):
             effects += self._advance(run, moves)
+            if run.finished:
+                released.update(run.plan.affected_apps)
         locked = self.deployments.locked_apps()
-        for app_id, app in self.root.apps.items():
-            if app_id not in locked:
-                moves[app_id] = maintain(app, self.book.of_app(app_id), inactive=self._inactive(app, now))
-        for app_id in self.book.app_ids():
-            if app_id not in self.root.apps and app_id not in locked:
-                moves[app_id] = Moves(launch=0, kill=tuple(i.task_id for i in self.book.of_app(app_id)), done=False)
+        apps = set(self.root.apps) | set(self.book.app_ids()) if only is None else set(only) | released
+        for app_id in sorted(apps - locked.keys()):
+            moves[app_id] = self._maintenance(app_id, now)
         for app_id, move in moves.items():
             for task_id in move.kill:
                 instance = self.book.get(task_id)
                 if instance is not None and not instance.killing:
                     effects += self._kill(instance, self._app(app_id))
-        return effects + self._set_demand({app_id: move.launch for app_id, move in moves.items()}, now, revive=revive)
+        demand = {app_id: move.launch for app_id, move in moves.items()}
+        return effects + self._set_demand(demand, now, revive=revive, partial=only is not None)
+
+    def _runs_holding(self, only: Collection[str] | None) -> list[DeploymentRun]:
+        if only is None:
+            return list(self.deployments)
+        ids = {deployment_id for app_id in only for deployment_id in self.deployments.of_app(app_id)}
+        return [run for run in self.deployments if run.plan.id in ids]
+
+    def _maintenance(self, app_id: str, now: float) -> Moves:
+        """An app outside deployments keeps its ``instances``; one no longer in the root loses them all."""
+        app = self.root.apps.get(app_id)
+        instances = self.book.of_app(app_id)
+        if app is None:
+            return Moves(launch=0, kill=tuple(i.task_id for i in instances), done=False)
+        return maintain(app, instances, inactive=self._inactive(app, now))
 
     def _advance(self, run: DeploymentRun, moves: dict[str, Moves]) -> list[fx.Effect]:
         effects: list[fx.Effect] = []
@@ -307,11 +301,12 @@ class MarathonCore:
         kind = "deployment_success" if success else "deployment_failed"
         return [fx.DeleteDeployment(deployment_id), fx.Publish(kind, {"id": deployment_id, "plan": run.plan})]
 
-    def _set_demand(self, demand: dict[str, int], now: float, *, revive: bool) -> list[fx.Effect]:
+    def _set_demand(self, demand: dict[str, int], now: float, *, revive: bool, partial: bool) -> list[fx.Effect]:
         # Offers nobody wanted were declined for minutes: ask for them again whenever an app may launch more
         # than before (more demand, a new definition, a backoff that ran out), as Marathon revives.
         grew = any(count > self._demand.get(app_id, 0) for app_id, count in demand.items())
-        self._demand = {app_id: count for app_id, count in demand.items() if count > 0}
+        merged = {**self._demand, **demand} if partial else demand
+        self._demand = {app_id: count for app_id, count in merged.items() if count > 0}
         self.queue.update(self._demand, now)
         launchable = frozenset(app_id for app_id in self._demand if self.delays.may_launch(app_id, now))
         newly_launchable = bool(launchable - self._launchable)
@@ -331,17 +326,15 @@ class MarathonCore:
         effects: list[fx.Effect] = [_status_event(instance, change.state, status.message)]
         if change.after is None:
             effects += [fx.DeleteInstance(instance.task_id), fx.UnwatchHealth(instance.task_id)]
-            self._health.pop(instance.task_id, None)
+            self.health.forget(instance.task_id)
             if change.counts_as_failure and app is not None:
                 self.delays.on_failure(app.id, app, now)
             if change.state in FAILURE_STATES:
                 self.last_failures[instance.app_id] = failure_record(instance, change.state, status.message, now)
             return effects
         effects.append(fx.SaveInstances((change.after,)))
-        if change.state == "TASK_RUNNING" and change.before.state != "TASK_RUNNING" and app is not None:
-            checks = marathon_side_checks(app)
-            if checks:
-                effects.append(fx.WatchHealth(change.after, checks))
+        if change.state == "TASK_RUNNING" and app is not None:
+            effects += self.health.watch(change.after, app)
         return effects
 
     def _on_unknown_task(self, status: TaskStatus) -> list[fx.Effect]:
@@ -366,7 +359,7 @@ class MarathonCore:
 
     def _expunge(self, instance: Instance) -> list[fx.Effect]:
         self.book.remove(instance.task_id)
-        self._health.pop(instance.task_id, None)
+        self.health.forget(instance.task_id)
         return [
             fx.DeleteInstance(instance.task_id),
             fx.UnwatchHealth(instance.task_id),

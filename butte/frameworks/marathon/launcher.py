@@ -31,6 +31,10 @@ from butte.wire.resources import resources_to_wire
 # brings it back as soon as there is something to launch again.
 DECLINE_REFUSE_S = 120.0
 
+# Marathon's --max_instances_per_offer: what is left of a big offer goes back to the master and returns with
+# the next allocation, so that filling it never holds the event loop (and the REST API) for long.
+MAX_INSTANCES_PER_OFFER = 100
+
 
 @final
 @dataclass(slots=True)
@@ -43,8 +47,9 @@ class LaunchResult:
 class Launcher:
     """Turns offers and launch demand into LAUNCH and DECLINE calls (see the module docstring)."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, *, max_instances_per_offer: int = MAX_INSTANCES_PER_OFFER) -> None:
         self._rng = rng
+        self._max_per_offer = max_instances_per_offer
 
     def launch(
         self,
@@ -84,12 +89,13 @@ class Launcher:
         remaining = offer
         for app_id in sorted(wanted):
             app = wanted[app_id][0]
-            if left[app_id] <= 0:
+            room = min(left[app_id], self._max_per_offer - len(tasks))
+            if room <= 0:
                 continue
             placed = [i for i in book.of_app(app_id) if i.state not in TERMINAL_STATES] + [
                 i for i in result.launched if i.app_id == app_id
             ]
-            claims, rejection = match_offer(app, remaining, placed, count=left[app_id], rng=self._rng)
+            claims, rejection = match_offer(app, remaining, placed, count=room, rng=self._rng)
             waiting = queue.get(app_id)
             if waiting is not None:
                 if claims:

@@ -144,9 +144,10 @@ def replace_moves(app: App, instances: Sequence[Instance]) -> Moves:
     new_kills, ready_count = _pick_kills(app, new, len(new) - app.instances, ready_count, 0)
     # Old instances may all go if that keeps minHealthy ready; unready ones go first, costing nothing.
     old_kills, ready_count = _pick_kills(app, old, len(old), ready_count, bounds.min_healthy)
-    alive_after = len(old) + len(new) - len(old_kills) - len(new_kills)
     new_after = len(new) - len(new_kills)
-    launch = max(0, min(app.instances - new_after, bounds.max_capacity - alive_after))
+    # An instance being killed holds its resources until Mesos says it ended: it counts against maxCapacity
+    # until then, as Marathon's TaskReplaceActor counts old instances until their terminal status.
+    launch = max(0, min(app.instances - new_after, bounds.max_capacity - len(instances)))
     done = len(instances) == app.instances and len(new) == len(instances)
     done = done and all(is_ready(app, instance) for instance in new)
     return Moves(launch=launch, kill=tuple(i.task_id for i in old_kills + new_kills), done=done)

@@ -30,6 +30,7 @@ from butte.frameworks.marathon.driver import EffectRunner
 from butte.frameworks.marathon.events import render_event
 from butte.frameworks.marathon.groups import stamp_versions
 from butte.frameworks.marathon.health import HealthProbe
+from butte.frameworks.marathon.launcher import MAX_INSTANCES_PER_OFFER
 from butte.frameworks.marathon.model import DeploymentPlan, HealthResult, Instance, RootGroup, iso_timestamp
 from butte.frameworks.marathon.store import MarathonStore
 from butte.master.leadership import Contender, LeaderView
@@ -59,6 +60,7 @@ class MarathonConfig:
     reconciliation_interval_s: float = 600.0
     zk: str | None = None
     seed: int | None = None
+    max_instances_per_offer: int = MAX_INSTANCES_PER_OFFER
 
     @property
     def advertised(self) -> str:
@@ -117,7 +119,13 @@ class MarathonService:
         state = await self._store.load()
         self._framework_id = state.framework_id
         rng = random.Random(self.config.seed)
-        self._core = MarathonCore(root=state.root, instances=state.instances, deployments=state.deployments, rng=rng)
+        self._core = MarathonCore(
+            root=state.root,
+            instances=state.instances,
+            deployments=state.deployments,
+            rng=rng,
+            max_instances_per_offer=self.config.max_instances_per_offer,
+        )
         self._client = SchedulerClient(self.config.master, self._framework_info(), rng=random.Random(rng.random()))
         self._runner = EffectRunner(self._client, self._store, self._bus, self._probe, render_event)
         self._runner.writer.start()
@@ -199,7 +207,9 @@ class MarathonService:
         elif event.subscribed is not None:
             await self._on_subscribed(event.subscribed.framework_id.value)
         elif event.offers is not None:
-            await self._submit(self.core.on_offers(event.offers.offers, time.time()))
+            # One offer at a time: filling a big offer builds hundreds of tasks, and the REST API shares the loop.
+            for offer in event.offers.offers:
+                await self._submit(self.core.on_offers([offer], time.time()))
         elif event.update is not None:
             await self._submit(self.core.on_status(event.update.status, time.time()))
         elif event.error is not None:

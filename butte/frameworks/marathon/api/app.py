@@ -23,7 +23,7 @@ from yarl import URL
 from butte.core.errors import ButteError, ValidationError
 from butte.edge import status_for
 from butte.frameworks.marathon.api import apps, deployments, events, groups, misc, tasks
-from butte.frameworks.marathon.api.params import ADVERTISED, CONTROL, HTTP_PORT, MethodNotAllowed
+from butte.frameworks.marathon.api.params import ADVERTISED, CONTROL, HTTP_PORT, MethodNotAllowed, json_response
 from butte.frameworks.marathon.control import LockedByDeployments, MarathonControl
 from butte.frameworks.marathon.validation import InvalidDefinition, InvalidJson
 
@@ -86,13 +86,13 @@ def add_routes(router: web.UrlDispatcher) -> None:
 
 def json_error(status: int, message: str, **extra: object) -> web.Response:
     """Marathon's error body: ``{"message": ...}`` plus any extra keys."""
-    return web.json_response({"message": message, **extra}, status=status)
+    return json_response({"message": message, **extra}, status=status)
 
 
 def butte_error_response(exc: ButteError) -> web.Response:
     """The Marathon answer for one typed error."""
     if isinstance(exc, InvalidDefinition | InvalidJson):
-        return web.json_response(exc.response_body(), status=422 if isinstance(exc, InvalidDefinition) else 400)
+        return json_response(exc.response_body(), status=422 if isinstance(exc, InvalidDefinition) else 400)
     if isinstance(exc, LockedByDeployments):
         return json_error(409, str(exc), deployments=[{"id": d} for d in exc.deployment_ids])
     if isinstance(exc, ValidationError):

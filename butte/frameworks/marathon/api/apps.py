@@ -21,6 +21,7 @@ from butte.frameworks.marathon.api.params import (
     app_embeds,
     control_of,
     flag,
+    json_response,
     label_selector,
     not_found,
     read_json,
@@ -134,7 +135,7 @@ async def list_apps(request: web.Request, _: list[str]) -> web.Response:
     embed = LIST_EMBEDS | app_embeds(request.query.getall("embed", []))
     keep, locks = _app_filter(request), deployments_by_app(control)
     apps = [render_app(control, app, embed, locks) for _, app in sorted(control.root().apps.items()) if keep(app)]
-    return web.json_response({"apps": apps})
+    return json_response({"apps": apps})
 
 
 async def get_app(request: web.Request, segments: list[str]) -> web.Response:
@@ -146,7 +147,7 @@ async def get_app(request: web.Request, segments: list[str]) -> web.Response:
     control = control_of(request)
     app = groupfn.find_app(control.root(), app_id_of(segments))
     embed = SINGLE_EMBEDS | app_embeds(request.query.getall("embed", []))
-    return web.json_response({"app": render_app(control, app, embed, deployments_by_app(control))})
+    return json_response({"app": render_app(control, app, embed, deployments_by_app(control))})
 
 
 async def apps_under_group(request: web.Request, segments: list[str]) -> web.Response:
@@ -159,19 +160,19 @@ async def apps_under_group(request: web.Request, segments: list[str]) -> web.Res
     found = [
         render_app(control, app, embed, locks) for i, app in sorted(control.root().apps.items()) if i.startswith(prefix)
     ]
-    return web.json_response({"*": found})
+    return json_response({"*": found})
 
 
 async def list_versions(request: web.Request, segments: list[str]) -> web.Response:
     """``GET /v2/apps/{id}/versions``: ``{"versions": [...]}``, newest first. Raises: NotFound."""
     versions = await control_of(request).app_versions(app_id_of(segments[:-1]))
-    return web.json_response({"versions": list(versions)})
+    return json_response({"versions": list(versions)})
 
 
 async def get_version(request: web.Request, segments: list[str]) -> web.Response:
     """``GET /v2/apps/{id}/versions/{ts}``: the bare stored definition. Raises: NotFound."""
     app = await control_of(request).app_version(app_id_of(segments[:-2]), segments[-1])
-    return web.json_response(app_json(app))
+    return json_response(app_json(app))
 
 
 def _publish_post(request: web.Request, app: App) -> None:
@@ -198,7 +199,7 @@ async def create_app(request: web.Request, _: list[str]) -> web.Response:
     body = app_info(created, [], embed=LIST_EMBEDS, deployment_ids=[plan.id])
     location = f"{request.url.origin()}/v2/apps{app.id}"
     headers = {"Location": location, "Marathon-Deployment-Id": plan.id}
-    return web.json_response(body, status=201, headers=headers)
+    return json_response(body, status=201, headers=headers)
 
 
 def updated_app(request: web.Request, app_id: str, body: Any, existing: App | None) -> App:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from butte.frameworks.marathon.api.params import control_of, flag
+from butte.frameworks.marathon.api.params import control_of, flag, json_response
 from butte.frameworks.marathon.api.render import deployment_json, deployment_result
 from butte.frameworks.marathon.groups import stamp_versions
 from butte.frameworks.marathon.model import DeploymentPlan, RootGroup, iso_timestamp
@@ -49,12 +49,12 @@ def deployment_response(plan: DeploymentPlan, *, status: int = 200, location: st
     headers = {DEPLOYMENT_HEADER: plan.id}
     if location is not None:
         headers["Location"] = location
-    return web.json_response(deployment_result(plan), status=status, headers=headers)
+    return json_response(deployment_result(plan), status=status, headers=headers)
 
 
 async def list_deployments(request: web.Request) -> web.Response:
     """``GET /v2/deployments``: a bare list of running deployments, oldest first."""
-    return web.json_response([deployment_json(status) for status in control_of(request).deployments()])
+    return json_response([deployment_json(status) for status in control_of(request).deployments()])
 
 
 async def cancel(request: web.Request) -> web.Response:

@@ -21,6 +21,7 @@ from butte.frameworks.marathon.api.params import (
     control_of,
     flag,
     group_embeds,
+    json_response,
     not_found,
     read_json,
     tail_segments,
@@ -88,19 +89,19 @@ async def get_group(request: web.Request, segments: list[str]) -> web.Response:
     """``GET /v2/groups[/{id}]``: the GroupInfo. Raises: NotFound."""
     root, group_id = control_of(request).root(), group_id_of(segments)
     groupfn.require_group(root, group_id)
-    return web.json_response(render_group(request, root, group_id))
+    return json_response(render_group(request, root, group_id))
 
 
 async def list_versions(request: web.Request, segments: list[str]) -> web.Response:
     """``GET /v2/groups/{id}/versions``: a bare array, newest first. Raises: NotFound."""
-    return web.json_response(list(await control_of(request).group_versions(group_id_of(segments[:-1]))))
+    return json_response(list(await control_of(request).group_versions(group_id_of(segments[:-1]))))
 
 
 async def get_version(request: web.Request, segments: list[str]) -> web.Response:
     """``GET /v2/groups/{id}/versions/{ts}``: the group as it was. Raises: NotFound."""
     old, group_id = await control_of(request).root_version(segments[-1]), group_id_of(segments[:-2])
     groupfn.require_group(old, group_id)
-    return web.json_response(render_group(request, old, group_id))
+    return json_response(render_group(request, old, group_id))
 
 
 async def create_group(request: web.Request, segments: list[str]) -> web.Response:
@@ -174,7 +175,7 @@ async def update_group(request: web.Request, segments: list[str]) -> web.Respons
     if flag(request, "dryRun"):
         stamped = groupfn.stamp_versions(root, target, version=version)
         dry = make_plan(root, stamped, deployment_id=str(uuid.uuid4()), version=version, restart=frozenset())
-        return web.json_response({"steps": steps_json(dry.steps)})
+        return json_response({"steps": steps_json(dry.steps)})
     return deployment_response(await commit(request, root, target, version=version))
 
 
@@ -216,4 +217,4 @@ async def patch_group(request: web.Request, segments: list[str]) -> web.Response
         raise ValidationError("enforceRole", "expected a boolean")
     if group_id == ROOT or "/" in group_id[1:]:
         raise ValidationError("id", "enforceRole can only be set on top-level groups")
-    return web.json_response(render_group(request, root, group_id))
+    return json_response(render_group(request, root, group_id))

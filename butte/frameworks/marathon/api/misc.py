@@ -12,7 +12,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from butte.core.errors import NotFound
-from butte.frameworks.marathon.api.params import HTTP_PORT, control_of, tail_segments
+from butte.frameworks.marathon.api.params import HTTP_PORT, control_of, json_response, tail_segments
 from butte.frameworks.marathon.api.render import filter_keys, queue_item_json
 from butte.frameworks.marathon.pathid import canonical
 from butte.wire.marathon import MARATHON_VERSION
@@ -89,7 +89,7 @@ async def queue(request: web.Request) -> web.Response:
     """``GET /v2/queue[?embed=lastUnusedOffers]``: ``{"queue": [QueueItem]}``."""
     with_offers = "lastUnusedOffers" in request.query.getall("embed", [])
     entries = control_of(request).queue()
-    return web.json_response({"queue": [queue_item_json(entry, with_offers=with_offers) for entry in entries]})
+    return json_response({"queue": [queue_item_json(entry, with_offers=with_offers) for entry in entries]})
 
 
 async def reset_delay(request: web.Request) -> web.Response:
@@ -127,7 +127,7 @@ def info_body(request: web.Request) -> dict[str, Any]:
 
 async def info(request: web.Request) -> web.Response:
     """``GET /v2/info``."""
-    return web.json_response(info_body(request))
+    return json_response(info_body(request))
 
 
 async def get_leader(request: web.Request) -> web.Response:
@@ -135,13 +135,13 @@ async def get_leader(request: web.Request) -> web.Response:
     leader = control_of(request).leader()
     if leader is None:
         raise NotFound("There is no leader")
-    return web.json_response({"leader": leader})
+    return json_response({"leader": leader})
 
 
 async def abdicate(request: web.Request) -> web.Response:
     """``DELETE /v2/leader``: give up leadership; another instance gets elected."""
     await control_of(request).abdicate()
-    return web.json_response({"message": "Leadership abdicated"})
+    return json_response({"message": "Leadership abdicated"})
 
 
 async def event_subscriptions(request: web.Request) -> web.Response:
@@ -157,7 +157,7 @@ async def ping(request: web.Request) -> web.Response:
     """``GET /ping``: ``pong`` as text (``"pong"`` for a JSON-only client)."""
     accept = request.headers.get("Accept", "")
     if "application/json" in accept and "text/plain" not in accept and "*/*" not in accept:
-        return web.json_response("pong")
+        return json_response("pong")
     return web.Response(text="pong", content_type="text/plain")
 
 
@@ -187,4 +187,4 @@ async def metrics(request: web.Request) -> web.Response:
         "meters": {},
         "timers": {},
     }
-    return web.json_response(body)
+    return json_response(body)

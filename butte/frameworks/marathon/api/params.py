@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
+import msgspec
 from aiohttp import web
 from multidict import MultiMapping
 
@@ -32,6 +33,11 @@ APP_EMBEDS: Final = frozenset(
 _EMBED_PREFIXES: Final = ("group.apps.", "apps.", "app.")
 
 LabelSelector = Callable[[Mapping[str, str]], bool]
+
+
+def json_response(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    """A JSON answer encoded by msgspec: ``GET /v2/apps`` with a thousand tasks is the API's hot path."""
+    return web.Response(body=msgspec.json.encode(body), status=status, headers=headers, content_type="application/json")
 
 
 def control_of(request: web.Request) -> MarathonControl:

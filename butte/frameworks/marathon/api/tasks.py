@@ -13,7 +13,7 @@ from aiohttp import web
 from butte.core.errors import NotFound, ValidationError
 from butte.frameworks.marathon import groups as groupfn
 from butte.frameworks.marathon.api.deployments import deployment_response
-from butte.frameworks.marathon.api.params import control_of, flag, read_json
+from butte.frameworks.marathon.api.params import control_of, flag, json_response, read_json
 from butte.frameworks.marathon.api.render import Json, service_ports, task_json
 from butte.frameworks.marathon.control import KillResult
 from butte.frameworks.marathon.model import Instance, RootGroup
@@ -49,7 +49,7 @@ def tasks_response(request: web.Request, instances: Sequence[Instance]) -> web.R
     root = control_of(request).root()
     if wants_text(request):
         return web.Response(text=tasks_text(root, instances), content_type="text/plain")
-    return web.json_response({"tasks": [task_json(i, root.apps.get(i.app_id)) for i in instances]})
+    return json_response({"tasks": [task_json(i, root.apps.get(i.app_id)) for i in instances]})
 
 
 async def list_all(request: web.Request) -> web.Response:
@@ -106,7 +106,7 @@ async def kill_app_tasks(request: web.Request, app_id: str) -> web.Response:
     result = await kill(request, chosen)
     if result.deployment is not None:
         return deployment_response(result.deployment)
-    return web.json_response({"tasks": killed_json(request, result)})
+    return json_response({"tasks": killed_json(request, result)})
 
 
 async def kill_app_task(request: web.Request, app_id: str, task_id: str) -> web.Response:
@@ -125,7 +125,7 @@ async def kill_app_task(request: web.Request, app_id: str, task_id: str) -> web.
     killed = killed_json(request, result)
     if not killed:
         raise NotFound(f"Task '{task_id}' does not exist")
-    return web.json_response({"task": killed[0]})
+    return json_response({"task": killed[0]})
 
 
 async def delete_many(request: web.Request) -> web.Response:
@@ -142,4 +142,4 @@ async def delete_many(request: web.Request) -> web.Response:
     result = await kill(request, ids)
     if result.deployment is not None:
         return deployment_response(result.deployment)
-    return web.json_response({"tasks": killed_json(request, result)})
+    return json_response({"tasks": killed_json(request, result)})
