@@ -45,6 +45,8 @@ CORE_FILES = (
     "frameworks/marathon/deployments.py",
     "frameworks/marathon/service_ports.py",
     "frameworks/marathon/healthbook.py",
+    "frameworks/marathon/readinessbook.py",
+    "frameworks/marathon/instance_events.py",
     "frameworks/marathon/queue.py",
     "frameworks/marathon/launcher.py",
 )

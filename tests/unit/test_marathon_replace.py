@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 from collections.abc import Sequence
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -301,3 +302,9 @@ def test_restart_keeps_bounds_and_finishes(
         pytest.fail("the restart did not finish")
     assert len(sim.instances) == count
     assert all(i.config_version == "v2" and is_ready(app, i) for i in sim.instances)
+
+
+def test_adding_a_readiness_check_does_not_make_old_instances_unready() -> None:
+    app = msgspec.structs.replace(make_app(2, min_health=1.0, over=0.0), readiness_checks=[ReadinessCheck()])
+    moves = next_moves("RestartApplication", app, olds(2))
+    assert moves.kill == () and moves.launch == 1, "old instances count as ready: one new at a time"

@@ -13,6 +13,7 @@ from typing import Any, Protocol, final
 
 from butte.core.errors import Conflict
 from butte.frameworks.marathon.model import DeploymentPlan, Instance, RootGroup
+from butte.frameworks.marathon.readinessbook import ReadinessResult
 from butte.wire.marathon import App, LastTaskFailure
 
 
@@ -31,10 +32,12 @@ class LockedByDeployments(Conflict):
 @final
 @dataclass(frozen=True, slots=True)
 class DeploymentStatus:
-    """A running deployment: its plan and how far it got (``current_step`` is 1-based, as Marathon's)."""
+    """A running deployment: its plan, how far it got (``current_step`` is 1-based, as Marathon's) and the
+    readiness results of the instances its steps probe."""
 
     plan: DeploymentPlan
     current_step: int
+    readiness: tuple[ReadinessResult, ...] = ()
 
 
 @final

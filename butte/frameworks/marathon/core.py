@@ -23,14 +23,17 @@ from butte.frameworks.marathon.health import should_kill
 from butte.frameworks.marathon.healthbook import (
     HealthBook,
     health_changed_event,
+    instance_health_changed_event,
     marathon_side_checks,
     unhealthy_kill_event,
 )
+from butte.frameworks.marathon.instance_events import status_events
 from butte.frameworks.marathon.instances import FAILURE_STATES, InstanceBook, StatusChange, condition, failure_record
 from butte.frameworks.marathon.launcher import MAX_INSTANCES_PER_OFFER, Launcher
 from butte.frameworks.marathon.model import DeploymentPlan, HealthResult, Instance, RootGroup
 from butte.frameworks.marathon.planner import plan as plan_deployment
 from butte.frameworks.marathon.queue import LaunchQueue
+from butte.frameworks.marathon.readinessbook import ReadinessBook, ReadinessResult
 from butte.frameworks.marathon.replace import Moves, maintain, next_moves
 from butte.frameworks.marathon.unreachable import unreachable_condition
 from butte.wire.marathon import App, LastTaskFailure
@@ -58,6 +61,7 @@ class MarathonCore:
         self.last_failures: dict[str, LastTaskFailure] = {}
         self._demand: dict[str, int] = {}
         self.health = HealthBook()
+        self.readiness = ReadinessBook()
         self._suppressed = False
         self._launchable: frozenset[str] = frozenset()
 
@@ -163,7 +167,8 @@ class MarathonCore:
         self.book.put(updated)
         effects: list[fx.Effect] = [fx.SaveInstances((updated,))]
         if instance.healthy != updated.healthy:
-            effects.append(health_changed_event(app, instance, bool(updated.healthy)))
+            healthy = bool(updated.healthy)
+            effects += [health_changed_event(app, instance, healthy), instance_health_changed_event(updated, healthy)]
         checks = marathon_side_checks(app)
         # Marathon never kills an unreachable instance for its checks: the probe cannot reach it either.
         killable = not instance.killing and instance.unreachable_since is None
@@ -171,6 +176,17 @@ class MarathonCore:
             self.delays.on_failure(app.id, app, now)
             effects += [unhealthy_kill_event(app, instance, result), *self._kill(updated, app)]
         return effects + self.progress(now, only=(app.id,))
+
+    def on_readiness(self, task_id: str, result: ReadinessResult, now: float) -> list[fx.Effect]:
+        """A readiness probe's verdict: the instance's ``ready`` gates its deployment step (A6)."""
+        instance = self.book.get(task_id)
+        if instance is None or not self.readiness.record(result):
+            return [fx.UnwatchReadiness(task_id)]
+        if instance.ready == result.ready:
+            return []
+        updated = replace(instance, ready=result.ready)
+        self.book.put(updated)
+        return [fx.SaveInstances((updated,)), *self.progress(now, only=(instance.app_id,))]
 
     def tick(self, now: float) -> list[fx.Effect]:
         """Timers: unreachable instances becoming inactive or expunged, backoffs running out."""
@@ -276,6 +292,7 @@ class MarathonCore:
     def _advance(self, run: DeploymentRun, moves: dict[str, Moves]) -> list[fx.Effect]:
         effects: list[fx.Effect] = []
         while (step := run.step()) is not None:
+            effects += self.readiness.watch_step(step, run.app_for, self.book.of_app)
             step_moves = {
                 action.app_id: next_moves(action.kind, run.app_for(action), self.book.of_app(action.app_id))
                 for action in step.actions
@@ -299,7 +316,8 @@ class MarathonCore:
         if run is None:
             return []
         kind = "deployment_success" if success else "deployment_failed"
-        return [fx.DeleteDeployment(deployment_id), fx.Publish(kind, {"id": deployment_id, "plan": run.plan})]
+        effects = self.readiness.end_apps(run.plan.affected_apps)
+        return [*effects, fx.DeleteDeployment(deployment_id), fx.Publish(kind, {"id": deployment_id, "plan": run.plan})]
 
     def _set_demand(self, demand: dict[str, int], now: float, *, revive: bool, partial: bool) -> list[fx.Effect]:
         # Offers nobody wanted were declined for minutes: ask for them again whenever an app may launch more
@@ -323,9 +341,10 @@ class MarathonCore:
     def _status_effects(self, change: StatusChange, status: TaskStatus, now: float) -> list[fx.Effect]:
         instance = change.after or change.before
         app = self._app(instance.app_id)
-        effects: list[fx.Effect] = [_status_event(instance, change.state, status.message)]
+        effects: list[fx.Effect] = status_events(change.before, instance, change.state, status.message)
         if change.after is None:
             effects += [fx.DeleteInstance(instance.task_id), fx.UnwatchHealth(instance.task_id)]
+            effects += self.readiness.forget(instance.task_id)
             self.health.forget(instance.task_id)
             if change.counts_as_failure and app is not None:
                 self.delays.on_failure(app.id, app, now)
@@ -360,11 +379,8 @@ class MarathonCore:
     def _expunge(self, instance: Instance) -> list[fx.Effect]:
         self.book.remove(instance.task_id)
         self.health.forget(instance.task_id)
-        return [
-            fx.DeleteInstance(instance.task_id),
-            fx.UnwatchHealth(instance.task_id),
-            fx.KillTask(instance.task_id, instance.agent_id),
-        ]
+        unwatch = [fx.UnwatchHealth(instance.task_id), *self.readiness.forget(instance.task_id)]
+        return [fx.DeleteInstance(instance.task_id), *unwatch, fx.KillTask(instance.task_id, instance.agent_id)]
 
     def _inactive(self, app: App, now: float) -> frozenset[str]:
         return frozenset(
@@ -387,21 +403,3 @@ class MarathonCore:
         if instance is None:
             raise NotFound(f"Task '{task_id}' does not exist")
         return instance
-
-
-def _status_event(instance: Instance, state: str, message: str | None) -> fx.Publish:
-    return fx.Publish(
-        "status_update_event",
-        {
-            "slaveId": instance.agent_id,
-            "taskId": instance.task_id,
-            "taskStatus": state,
-            "message": message or "",
-            "appId": instance.app_id,
-            "host": instance.host,
-            "ports": list(instance.ports),
-            "ipAddresses": [],
-            "version": instance.version,
-            "instanceId": instance.task_id,
-        },
-    )

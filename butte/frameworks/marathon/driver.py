@@ -1,4 +1,4 @@
-"""Carries out what Marathon's core decided: Mesos calls, store writes, events and health probes.
+"""Carries out what Marathon's core decided: Mesos calls, store writes, events, health and readiness probes.
 
 Instance writes are coalesced: status updates arrive in bursts (three per task on a deployment of a thousand),
 so they are written in one transaction per burst by a background flusher, while a launch first waits for its
@@ -17,6 +17,7 @@ from butte.frameworks.marathon import effects as fx
 from butte.frameworks.marathon.bus import EventBus
 from butte.frameworks.marathon.health import HealthProbe
 from butte.frameworks.marathon.model import Instance
+from butte.frameworks.marathon.readiness import ReadinessProbe
 from butte.frameworks.marathon.store import MarathonStore
 from butte.scheduler.calls import launch_operation
 from butte.scheduler.errors import CallFailed, Disconnected
@@ -89,12 +90,14 @@ class EffectRunner:
         bus: EventBus,
         probe: HealthProbe,
         render_event: EventRenderer,
+        readiness: ReadinessProbe | None = None,
     ) -> None:
         self._client = client
         self._store = store
         self._bus = bus
         self._probe = probe
         self._render = render_event
+        self._readiness = readiness
         self.writer = InstanceWriter(store)
 
     async def run(self, effects: Sequence[fx.Effect]) -> None:
@@ -135,3 +138,7 @@ class EffectRunner:
                 self._probe.watch(instance.task_id, instance.host, instance.ports, checks, instance.started_at or 0.0)
             case fx.UnwatchHealth(task_id):
                 self._probe.unwatch(task_id)
+            case fx.WatchReadiness(instance, check, port) if self._readiness is not None:
+                self._readiness.watch(instance.task_id, instance.app_id, instance.host, port, check)
+            case fx.UnwatchReadiness(task_id) if self._readiness is not None:
+                self._readiness.unwatch(task_id)

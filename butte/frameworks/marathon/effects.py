@@ -1,4 +1,4 @@
-"""What Marathon's core asks its shell to do: Mesos calls, store writes, events, health probes.
+"""What Marathon's core asks its shell to do: Mesos calls, store writes, events, health and readiness probes.
 
 The core returns these from every ``handle``-style method; the shell (:mod:`.service`) carries them out in
 order. Store writes come before the calls that depend on them, so a crash never leaves a launched task that
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, final
 
 from butte.frameworks.marathon.model import DeploymentPlan, Instance, RootGroup
-from butte.wire.marathon import HealthCheck
+from butte.wire.marathon import HealthCheck, ReadinessCheck
 from butte.wire.mesos import TaskInfo
 
 
@@ -112,6 +112,22 @@ class UnwatchHealth:
     task_id: str
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class WatchReadiness:
+    """Probe a running instance's readiness check at host ``port`` until it is ready (deployments only)."""
+
+    instance: Instance
+    check: ReadinessCheck
+    port: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class UnwatchReadiness:
+    task_id: str
+
+
 Effect = (
     LaunchTasks
     | DeclineOffers
@@ -127,4 +143,6 @@ Effect = (
     | Publish
     | WatchHealth
     | UnwatchHealth
+    | WatchReadiness
+    | UnwatchReadiness
 )

@@ -64,6 +64,12 @@ def health_changed_event(app: App, instance: Instance, alive: bool) -> fx.Publis
     return fx.Publish("health_status_changed_event", {**fields, "version": instance.version, "alive": alive})
 
 
+def instance_health_changed_event(instance: Instance, healthy: bool) -> fx.Publish:
+    """Marathon 1.4+'s instance-level twin of ``health_status_changed_event``."""
+    fields = {"instanceId": instance.task_id, "runSpecId": instance.app_id, "runSpecVersion": instance.version}
+    return fx.Publish("instance_health_changed_event", {**fields, "healthy": healthy})
+
+
 def unhealthy_kill_event(app: App, instance: Instance, result: HealthResult) -> fx.Publish:
     return fx.Publish(
         "unhealthy_instance_kill_event",

@@ -42,11 +42,17 @@ def is_alive(instance: Instance) -> bool:
 
 
 def is_ready(app: App, instance: Instance) -> bool:
-    """Running, healthy if the app has health checks, ready if it has readiness checks."""
+    """Running, healthy if the app has health checks, ready if it has readiness checks.
+
+    An instance of an older configuration that never had a readiness verdict (the check is new with this
+    version) is judged by its health alone, as Marathon judges old instances: else adding a readiness check
+    would let a restart kill every old instance at once, below ``minimumHealthCapacity``.
+    """
     if not is_alive(instance) or instance.state != "TASK_RUNNING":
         return False
     healthy = not app.health_checks or instance.healthy is True
-    return healthy and (not app.readiness_checks or instance.ready is True)
+    unjudged_old = instance.ready is None and instance.config_version != app_config_version(app)
+    return healthy and (not app.readiness_checks or instance.ready is True or unjudged_old)
 
 
 def kill_order(app: App, instances: Sequence[Instance]) -> list[Instance]:

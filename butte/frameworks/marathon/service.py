@@ -16,7 +16,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, final
 
 import msgspec
@@ -32,6 +32,8 @@ from butte.frameworks.marathon.groups import stamp_versions
 from butte.frameworks.marathon.health import HealthProbe
 from butte.frameworks.marathon.launcher import MAX_INSTANCES_PER_OFFER
 from butte.frameworks.marathon.model import DeploymentPlan, HealthResult, Instance, RootGroup, iso_timestamp
+from butte.frameworks.marathon.readiness import ReadinessProbe
+from butte.frameworks.marathon.readinessbook import ReadinessResult
 from butte.frameworks.marathon.store import MarathonStore
 from butte.master.leadership import Contender, LeaderView
 from butte.master.leadership.standalone import StandaloneContender
@@ -76,6 +78,7 @@ class MarathonService:
         self._store = store
         self._bus = EventBus(time.time)
         self._probe = HealthProbe(self._on_health, clock=time.time)
+        self._readiness = ReadinessProbe(self._on_readiness)
         self._core: MarathonCore | None = None
         self._client: SchedulerClient | None = None
         self._runner: EffectRunner | None = None
@@ -127,7 +130,9 @@ class MarathonService:
             max_instances_per_offer=self.config.max_instances_per_offer,
         )
         self._client = SchedulerClient(self.config.master, self._framework_info(), rng=random.Random(rng.random()))
-        self._runner = EffectRunner(self._client, self._store, self._bus, self._probe, render_event)
+        self._runner = EffectRunner(
+            self._client, self._store, self._bus, self._probe, render_event, readiness=self._readiness
+        )
         self._runner.writer.start()
         for loop in (self._run_batches(), self._consume_mesos(), self._tick_forever(), self._reconcile_forever()):
             self._tasks.append(asyncio.ensure_future(loop))
@@ -142,6 +147,7 @@ class MarathonService:
                 await task
         self._bus.close()
         await self._probe.close()
+        await self._readiness.close()
         if self._runner is not None:
             await self._runner.writer.close()
         if self._client is not None:
@@ -238,6 +244,11 @@ class MarathonService:
         task = asyncio.ensure_future(self._submit(effects))
         task.add_done_callback(_log_failure)
 
+    def _on_readiness(self, task_id: str, result: ReadinessResult) -> None:
+        effects = self.core.on_readiness(task_id, result, time.time())
+        task = asyncio.ensure_future(self._submit(effects))
+        task.add_done_callback(_log_failure)
+
     # --- MarathonControl: reads --------------------------------------------------------------------------
     def root(self) -> RootGroup:
         return self.core.root
@@ -268,7 +279,9 @@ class MarathonService:
         return root
 
     def deployments(self) -> Sequence[DeploymentStatus]:
-        return self.core.deployments.statuses()
+        # Readiness results live with the deployment whose step probes them, as Marathon shows them.
+        statuses = self.core.deployments.statuses()
+        return [replace(s, readiness=self.core.readiness.results(s.plan.affected_apps)) for s in statuses]
 
     def queue(self) -> Sequence[QueueEntry]:
         return self.core.queue_entries(time.time())
@@ -371,4 +384,4 @@ class MarathonService:
 
 def _log_failure(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.error("marathon: applying a health result failed: %s", task.exception())
+        log.error("marathon: applying a health or readiness result failed: %s", task.exception())

@@ -41,14 +41,27 @@ static void forward(int sig) {
     if (forward_to > 0) kill(forward_to, sig);
 }
 
-static void forward_signals(pid_t target) {
-    static const int passed_on[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+static const int passed_on[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+
+/* Block the signals passed on until the handler is in place: a SIGTERM that arrives between a fork and the
+ * sigaction would otherwise end this process instead of reaching the task (the task may already run). */
+static sigset_t block_passed_on(void) {
+    sigset_t set, previous;
+    sigemptyset(&set);
+    for (size_t i = 0; i < sizeof passed_on / sizeof passed_on[0]; i++) sigaddset(&set, passed_on[i]);
+    sigprocmask(SIG_BLOCK, &set, &previous);
+    return previous;
+}
+
+/* Pass the signals on to `target` from now on; then let the blocked ones (and any pending) through. */
+static void forward_signals(pid_t target, const sigset_t *previous) {
     struct sigaction action;
     memset(&action, 0, sizeof action);
     action.sa_handler = forward;
     action.sa_flags = SA_RESTART;
     forward_to = target;
     for (size_t i = 0; i < sizeof passed_on / sizeof passed_on[0]; i++) sigaction(passed_on[i], &action, NULL);
+    sigprocmask(SIG_SETMASK, previous, NULL);
 }
 
 /* Wait for `child`, reaping any other child met meanwhile (the namespace's init inherits orphans). */
@@ -74,7 +87,7 @@ static int end_like(int code) {
 
 /* The namespace's init (pid 1): mounts its /proc, runs the task as pid 2, passes signals on to it. The
  * kernel drops signals to an init that has no handler, so the task itself must not be pid 1. */
-static int run_init(void) {
+static int run_init(const sigset_t *previous) {
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* the outer process died: take the namespace down */
     if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
@@ -83,8 +96,11 @@ static int run_init(void) {
     }
     pid_t task = fork();
     if (task < 0) return -1;
-    if (task == 0) return 0;
-    forward_signals(task);
+    if (task == 0) {
+        sigprocmask(SIG_SETMASK, previous, NULL); /* the task starts with the mask it was given */
+        return 0;
+    }
+    forward_signals(task, previous);
     _exit(wait_for(task));
 }
 
@@ -93,10 +109,11 @@ static int enter_pid_namespace(void) {
         perror("butte-isolate: unshare");
         return -1;
     }
+    sigset_t previous = block_passed_on();
     pid_t init = fork();
     if (init < 0) return -1;
-    if (init == 0) return run_init();
-    forward_signals(init);
+    if (init == 0) return run_init(&previous);
+    forward_signals(init, &previous);
     _exit(end_like(wait_for(init)));
 }
 

@@ -105,6 +105,7 @@ def deployments_by_app(control: MarathonControl) -> dict[str, list[str]]:
 def render_app(control: MarathonControl, app: App, embed: Collection[str], locks: Mapping[str, list[str]]) -> Json:
     """AppInfo of one app with the reads its embeds need."""
     failure = control.last_task_failure(app.id) if "lastTaskFailure" in embed else None
+    readiness = [r for s in control.deployments() for r in s.readiness] if "readiness" in embed else []
     return app_info(
         app,
         control.instances(app.id),
@@ -112,6 +113,7 @@ def render_app(control: MarathonControl, app: App, embed: Collection[str], locks
         deployment_ids=locks.get(app.id, []),
         last_failure=failure,
         now=control.now(),
+        readiness=readiness,
     )
 
 

@@ -25,6 +25,7 @@ from butte.frameworks.marathon.model import (
     iso_timestamp,
 )
 from butte.frameworks.marathon.pathid import parent
+from butte.frameworks.marathon.readinessbook import ReadinessResult
 from butte.wire.marathon import App, LastTaskFailure
 
 Json = dict[str, Any]
@@ -56,6 +57,16 @@ def health_json(instance: Instance, health: HealthResult) -> Json:
         "lastFailureCause": health.last_failure_cause,
         "instanceId": instance.task_id,
     }
+
+
+def readiness_json(result: ReadinessResult) -> Json:
+    """One ``readinessCheckResults`` entry: Marathon's ``ReadinessCheckResult`` (``lastResponse`` null unless the
+    check preserves it)."""
+    response = result.last_response
+    last = None
+    if response is not None:
+        last = {"status": response.status, "contentType": response.content_type, "body": response.body}
+    return {"name": result.name, "taskId": result.task_id, "ready": result.ready, "lastResponse": last}
 
 
 def service_ports(app: App | None) -> list[int]:
@@ -139,6 +150,7 @@ def app_info(
     deployment_ids: Sequence[str],
     last_failure: LastTaskFailure | None = None,
     now: float = 0.0,
+    readiness: Sequence[ReadinessResult] = (),
 ) -> Json:
     """AppInfo: the app plus counts and deployments, and ``tasks``/``lastTaskFailure``/``taskStats``/
     ``readinessCheckResults`` when embedded (``embed`` holds stripped names such as ``tasks``)."""
@@ -158,7 +170,7 @@ def app_info(
     if "taskStats" in embed:
         body["taskStats"] = task_stats(app, instances, now)
     if "readiness" in embed:
-        body["readinessCheckResults"] = []
+        body["readinessCheckResults"] = [readiness_json(r) for r in readiness if r.app_id == app.id]
     return body
 
 
@@ -172,13 +184,21 @@ def deployment_json(status: DeploymentStatus) -> Json:
     plan = status.plan
     index = status.current_step - 1
     current = plan.steps[index].actions if 0 <= index < len(plan.steps) else ()
+    actions = [
+        {
+            "action": a.kind,
+            "app": a.app_id,
+            "readinessCheckResults": [readiness_json(r) for r in status.readiness if r.app_id == a.app_id],
+        }
+        for a in current
+    ]
     return {
         "id": plan.id,
         "version": plan.version,
         "affectedApps": list(plan.affected_apps),
         "affectedPods": [],
         "steps": steps_json(plan.steps),
-        "currentActions": [{"action": a.kind, "app": a.app_id, "readinessCheckResults": []} for a in current],
+        "currentActions": actions,
         "currentStep": status.current_step,
         "totalSteps": len(plan.steps),
     }
