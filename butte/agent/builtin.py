@@ -19,7 +19,7 @@ from butte.agent.health import ProbeContext, TaskChecks
 from butte.agent.state import ExecutorKind, ExecutorState, FrameworkState, TaskRecord
 from butte.containerizer.environment import command_variables, executor_environment
 from butte.containerizer.isolators.base import Limitation
-from butte.containerizer.isolators.containers import Containers, limits_of
+from butte.containerizer.isolators.containers import limits_of
 from butte.containerizer.isolators.isolation import ContainerHooks
 from butte.containerizer.launcher import EXIT_STATUS_FILE, Launcher, LaunchError, LaunchSpec, Process, UserIds
 from butte.containerizer.sandbox import create_sandbox, create_task_dir, task_dir
@@ -55,10 +55,7 @@ class BuiltinExecutors:
     def __init__(self, context: AgentContext) -> None:
         self._context = context
         self._runners: dict[tuple[str, str], Runner] = {}
-        config = context.config
-        self.containers = Containers.for_agent(
-            config.isolation, config.cgroups_root, config.cgroups_enable_cfs, self._container_limited
-        )
+        self.containers = context.containers  # shared with custom executors
         self._probe_launcher = Launcher(spawn_threads=2)  # check commands: not tasks, so not checkpointed
 
     def run_task(self, framework: FrameworkState, task: TaskInfo) -> None:
@@ -264,10 +261,10 @@ class BuiltinExecutors:
         container_id = executor.container_id
         limits = limits_of([resource for task in executor.tasks.values() for resource in task.info.resources])
         if recovered:  # already running in its container: measure, watch and release it again
-            self.containers.adopt(container_id, limits)
-            return spec, prepare, self.containers.hooks(container_id)
+            return spec, prepare, self.containers.adopt(container_id, limits, self._container_limited)
         isolated = self.containers.launch_spec(spec, container_id)
-        return isolated, self.containers.preparing(container_id, limits, prepare), self.containers.hooks(container_id)
+        hooks = self.containers.hooks(container_id, self._container_limited)
+        return isolated, self.containers.preparing(container_id, limits, prepare), hooks
 
     async def _fetch_into(
         self, prepare: Callable[[], object] | None, uris: list[CommandURI], sandbox: str, user: UserIds | None

@@ -15,6 +15,7 @@ from butte.agent.updates import TaskReporter
 from butte.containerizer.environment import ExecutorContext
 from butte.containerizer.fetcher import Fetcher
 from butte.containerizer.fetcher_cache import FetcherCache
+from butte.containerizer.isolators.containers import Containers
 from butte.containerizer.launcher import Launcher, UserIds, lookup_user
 from butte.containerizer.sandbox import executor_runs_dir
 from butte.wire.agent_link import AgentCall
@@ -39,10 +40,14 @@ class AgentContext:
     _users: dict[str, UserIds] = field(default_factory=dict)
     # One fetcher (and cache) for command tasks, task groups and custom executors alike.
     fetcher: Fetcher = field(init=False)
+    # One isolation for them all too: each container in its cgroups and namespaces, watched for limitations.
+    containers: Containers = field(init=False)
 
     def __post_init__(self) -> None:
         cache_dir = self.config.fetcher_cache_dir or os.path.join(self.config.work_dir, "fetch")
         self.fetcher = Fetcher(FetcherCache(cache_dir, self.config.fetcher_cache_size_bytes))
+        config = self.config
+        self.containers = Containers.for_agent(config.isolation, config.cgroups_root, config.cgroups_enable_cfs)
 
     @property
     def agent_id(self) -> str:

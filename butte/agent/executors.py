@@ -6,6 +6,11 @@ and acknowledgements back to it, and shuts it down with SHUTDOWN followed by a S
 the grace period. When the process exits, its unfinished tasks fail (REASON_EXECUTOR_TERMINATED) and the
 master is told EXECUTOR_EXITED. An executor that does not subscribe within
 ``--executor_registration_timeout`` is killed.
+
+An executor runs isolated as command tasks do (the agent's shared ``Containers``): its container holds the
+executor's resources plus its tasks', and grows as tasks are added (Mesos's containerizer ``update()``). A
+container past its memory limit is destroyed and its unfinished tasks fail with the limitation's reason, as
+Mesos's agent reports a container limitation when the executor terminates.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from butte.agent.api.executor import ExecutorStream
 from butte.agent.context import AgentContext
 from butte.agent.state import ExecutorKind, ExecutorState, FrameworkState, TaskRecord
 from butte.containerizer.environment import executor_environment
+from butte.containerizer.isolators.base import ContainerLimits, Limitation
+from butte.containerizer.isolators.containers import limits_of
+from butte.containerizer.isolators.isolation import ContainerHooks
 from butte.containerizer.launcher import LaunchError, LaunchSpec, Process, UserIds
 from butte.containerizer.sandbox import create_sandbox
 from butte.core.errors import Forbidden, NotFound
@@ -59,6 +67,8 @@ class ExecutorRun:
     end_reason: tuple[str, str] = ("Executor terminated", "REASON_EXECUTOR_TERMINATED")
     watcher: asyncio.Task[None] | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    container: ContainerHooks | None = None  # its isolation, once its container is planned
+    limited: bool = False
 
 
 @final
@@ -73,7 +83,11 @@ class CustomExecutors:
         """Give a task to its executor, starting the executor first if it is not running."""
         assert task.executor is not None
         key = (framework.framework_id, task.executor.executor_id.value)
-        run = self._runs.get(key) or self._launch(framework, task)
+        run = self._runs.get(key)
+        if run is None:
+            run = self._launch(framework, task)
+        elif run.container is not None:
+            self._context.containers.update(run.executor.container_id, _limits(run.executor, task))
         record = TaskRecord(task, framework.framework_id, run.executor.executor_id, framework.info.user)
         self._context.state.add_task(run.executor, record)
         if run.executor.exited:
@@ -91,13 +105,17 @@ class CustomExecutors:
         rest; one that exited while the agent was down fails its unfinished tasks.
         """
         run = ExecutorRun(executor, framework, process=process)
+        containers = self._context.containers
+        run.container = containers.adopt(executor.container_id, _limits(executor), self._container_limited)
         if process is None:
             message = "Executor terminated while the agent was down"
             for record in list(executor.tasks.values()):
                 self._fail_task(run, record, message, "REASON_EXECUTOR_TERMINATED")
             executor.exited = True
             self._context.executor_ended(executor)
+            containers.release(executor.container_id)  # whatever it left behind goes with its container
             return
+        run.container.started(process.pid)
         self._runs[(framework.framework_id, executor.executor_id)] = run
         loop = asyncio.get_running_loop()
         run.watcher = loop.create_task(self._watch(run, process))
@@ -304,7 +322,12 @@ class CustomExecutors:
         prepare = functools.partial(create_sandbox, runs_dir, executor.container_id, user)
         loop = asyncio.get_running_loop()
         fetching = functools.partial(self._fetch_into, prepare, command.uris, executor.directory, user)
-        start = self._start(run, self._launch_spec(run, command, user), fetching if command.uris else None, prepare)
+        containers, limits = self._context.containers, _limits(executor, task)
+        run.container = containers.hooks(executor.container_id, self._container_limited)
+        # With URIs the fetch makes the sandbox first; the container is set up on the spawn thread either way.
+        isolate = containers.preparing(executor.container_id, limits, None if command.uris else prepare)
+        spec = containers.launch_spec(self._launch_spec(run, command, user), executor.container_id)
+        start = self._start(run, spec, fetching if command.uris else None, isolate)
         run.watcher = loop.create_task(start)
         timeout_s = self._context.config.executor_registration_timeout_s
         run.timers.append(loop.call_later(timeout_s, self._registration_timed_out, run))
@@ -320,15 +343,18 @@ class CustomExecutors:
         try:
             if fetch is not None:  # the fetch makes the sandbox first, then fills it
                 await fetch()
-            process = await self._context.launcher.launch(spec, None if fetch else prepare)
+            process = await self._context.launcher.launch(spec, prepare)
         except LaunchError as exc:
             self._launch_failed(run, str(exc))
             for record in list(run.executor.tasks.values()):
                 self._fail_task(run, record, run.failure or "", "REASON_CONTAINER_LAUNCH_FAILED")
             run.queued.clear()
             self._context.executor_ended(run.executor)
+            self._context.containers.release(run.executor.container_id)
             return
         run.process = process
+        if run.container is not None:
+            run.container.started(process.pid)
         log.info(
             "Launched executor %s of framework %s (pid %d)",
             run.executor.executor_id,
@@ -336,7 +362,7 @@ class CustomExecutors:
             process.pid,
         )
         if run.shutting_down:
-            process.signal_group(signal.SIGKILL)  # shut down while it was launching
+            process.signal_group(signal.SIGKILL)  # shut down (or limited) while it was launching
         await self._watch(run, process)
 
     async def _fetch_into(
@@ -393,12 +419,27 @@ class CustomExecutors:
         log.info(
             "Executor %s of framework %s exited (%d)", run.executor.executor_id, run.framework.framework_id, returncode
         )
+        # The OOM killer may have ended the executor itself before its event was read: ask the container.
+        limitation = run.container.limitation() if run.container and not run.limited and returncode else None
+        if limitation is not None:
+            run.end_reason = (limitation.message, limitation.reason)
         message, reason = run.end_reason
         for record in list(run.executor.tasks.values()):
             self._fail_task(run, record, message, reason)
         run.executor.exited = True
         self._send_exited(run.executor, returncode)
         self._context.executor_ended(run.executor)
+        self._context.containers.release(run.executor.container_id)
+
+    def _container_limited(self, container_id: str, limitation: Limitation) -> None:
+        """A container past a limit is destroyed; its executor's unfinished tasks fail with the limitation."""
+        run = next((run for run in self._runs.values() if run.executor.container_id == container_id), None)
+        if run is None or run.limited:
+            return
+        run.limited = run.shutting_down = True
+        run.end_reason = (limitation.message, limitation.reason)
+        if run.process is not None:  # else it is killed as soon as it exists
+            run.process.signal_group(signal.SIGKILL)
 
     def _fail_task(self, run: ExecutorRun, record: TaskRecord, message: str, reason: str) -> None:
         if not record.terminal and not run.framework.terminating:
@@ -419,3 +460,11 @@ class CustomExecutors:
     def _grace_period_s(self, run: ExecutorRun) -> float:
         period = run.executor.info.shutdown_grace_period
         return period.nanoseconds / 1e9 if period else self._context.config.executor_shutdown_grace_period_s
+
+
+def _limits(executor: ExecutorState, adding: TaskInfo | None = None) -> ContainerLimits:
+    """What the executor's container may use: the executor's own resources plus its unfinished tasks'."""
+    tasks = [record.info for record in executor.tasks.values() if not record.terminal]
+    if adding is not None:
+        tasks.append(adding)
+    return limits_of([*executor.info.resources, *(resource for task in tasks for resource in task.resources)])

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, final
@@ -112,9 +113,11 @@ class TaskChecks:
         self._task = task
         if self._record.state == "TASK_RUNNING" and self.needed and not self._running:
             # Found running after an agent restart: its TASK_RUNNING is not sent again, so start now, from
-            # the health last reported (the deadline restarts: the new agent cannot know the old start).
+            # the health last reported. The deadline keeps counting from the first TASK_RUNNING, whose
+            # checkpointed timestamp says when it started; one that passed while the agent was down kills now.
             self._healthy = next((s.healthy for s in reversed(self._record.statuses) if s.healthy is not None), None)
-            self._start()
+            running = [s.timestamp for s in self._record.statuses if s.state == "TASK_RUNNING" and s.timestamp]
+            self._start(running_since=min(running, default=None))
 
     def report(
         self,
@@ -156,7 +159,8 @@ class TaskChecks:
             status.check_status = to_raw(self._check_status(last))
         self._reporter.forward(self._record, status)
 
-    def _start(self) -> None:
+    def _start(self, running_since: float | None = None) -> None:
+        """Start the probes, and the deadline (counted from ``running_since``, a wall-clock time, if given)."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         try:
@@ -173,7 +177,8 @@ class TaskChecks:
             self._check_machine = CheckMachine(check_policy(self._check), now)
             self._running.append(loop.create_task(self._run_check(self._check_machine, check_probe)))
         if self._max_completion_s is not None:
-            self._deadline = loop.call_later(self._max_completion_s, self._deadline_reached)
+            elapsed_s = 0.0 if running_since is None else max(0.0, time.time() - running_since)
+            self._deadline = loop.call_later(max(0.0, self._max_completion_s - elapsed_s), self._deadline_reached)
 
     async def _run_health(self, machine: HealthMachine, kind: CheckType, probe: Probe) -> None:
         effects = machine.start()

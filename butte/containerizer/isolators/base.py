@@ -10,7 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import final
+from typing import TYPE_CHECKING, final
+
+if TYPE_CHECKING:
+    from butte.containerizer.isolators.oom_events import EventSource
 
 # Mesos's limitation reason for a container that used more memory than it was given.
 MEMORY_LIMITATION = "REASON_CONTAINER_LIMITATION_MEMORY"
@@ -58,6 +61,13 @@ class Isolator:
 
     def prepare(self, container_id: str, limits: ContainerLimits) -> None:
         """Set up the container's isolation before its first process starts (e.g. create and limit cgroups)."""
+
+    def update(self, container_id: str, limits: ContainerLimits) -> None:
+        """The container's resources changed (a task added to its executor), as Mesos's ``update()``."""
+
+    def oom_events(self, container_id: str) -> EventSource | None:
+        """Where the kernel signals an OOM in the prepared container; None: the agent polls for it."""
+        return None
 
     def join_paths(self, container_id: str) -> tuple[str, ...]:
         """Files the task's first process writes its own pid to before it execs (``cgroup.procs``)."""

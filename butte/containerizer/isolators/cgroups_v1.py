@@ -2,7 +2,8 @@
 
 cpus become ``cpu.shares`` (1024 per cpu, as Mesos) and, with ``--cgroups_enable_cfs``, a CFS quota over a
 100 ms period; mem becomes ``memory.limit_in_bytes``. The kernel's OOM killer enforces the memory limit;
-the ``oom_kill`` count in ``memory.oom_control`` tells the agent it happened. Usage comes from
+the ``oom_kill`` count in ``memory.oom_control`` tells the agent it happened, and an eventfd registered on
+that file (:mod:`oom_events`) tells it at once. Usage comes from
 ``cpuacct.stat`` and ``memory.stat``.
 """
 
@@ -23,6 +24,7 @@ from butte.containerizer.isolators.base import (
     write_text,
 )
 from butte.containerizer.isolators.cgroup_files import cgroup_pids, kill_cgroup, remove_cgroup
+from butte.containerizer.isolators.oom_events import EventSource, OomEventFd
 
 CPU_SHARES_PER_CPU = 1024
 MIN_CPU_SHARES = 2  # the kernel's floor
@@ -58,17 +60,48 @@ class CgroupsV1(Isolator):
         """
         for directory in self._dirs(container_id):
             os.makedirs(directory, exist_ok=True)
-        cpu_dir = self._dir("cpu", container_id)
-        if cpu_dir is not None and limits.cpus is not None:
-            shares = max(MIN_CPU_SHARES, int(CPU_SHARES_PER_CPU * limits.cpus))
-            write_text(os.path.join(cpu_dir, "cpu.shares"), str(shares))
-            if self._enable_cfs:
-                quota = max(MIN_CFS_QUOTA_US, int(limits.cpus * CFS_PERIOD_US))
-                write_text(os.path.join(cpu_dir, "cpu.cfs_period_us"), str(CFS_PERIOD_US))
-                write_text(os.path.join(cpu_dir, "cpu.cfs_quota_us"), str(quota))
+        self._write_cpu(container_id, limits)
         memory_dir = self._dir("memory", container_id)
         if memory_dir is not None and limits.mem_bytes is not None:
             write_text(os.path.join(memory_dir, "memory.limit_in_bytes"), str(limits.mem_bytes))
+
+    def update(self, container_id: str, limits: ContainerLimits) -> None:
+        """New cpu limits; the memory limit only ever grows.
+
+        Mesos's memory isolator lowers only the soft limit when a container shrinks: lowering the hard limit
+        below what is in use would OOM-kill the container.
+
+        Raises:
+            OSError: a limit could not be written.
+        """
+        self._write_cpu(container_id, limits)
+        memory_dir = self._dir("memory", container_id)
+        if memory_dir is None or limits.mem_bytes is None:
+            return
+        path = os.path.join(memory_dir, "memory.limit_in_bytes")
+        current = read_int(path)
+        if current is None or limits.mem_bytes > current:
+            write_text(path, str(limits.mem_bytes))
+
+    def _write_cpu(self, container_id: str, limits: ContainerLimits) -> None:
+        cpu_dir = self._dir("cpu", container_id)
+        if cpu_dir is None or limits.cpus is None:
+            return
+        shares = max(MIN_CPU_SHARES, int(CPU_SHARES_PER_CPU * limits.cpus))
+        write_text(os.path.join(cpu_dir, "cpu.shares"), str(shares))
+        if self._enable_cfs:
+            quota = max(MIN_CFS_QUOTA_US, int(limits.cpus * CFS_PERIOD_US))
+            write_text(os.path.join(cpu_dir, "cpu.cfs_period_us"), str(CFS_PERIOD_US))
+            write_text(os.path.join(cpu_dir, "cpu.cfs_quota_us"), str(quota))
+
+    def oom_events(self, container_id: str) -> EventSource | None:
+        """An eventfd for the container's OOM notifications, when it has a memory cgroup.
+
+        Raises:
+            OSError: the kernel refused the registration.
+        """
+        memory_dir = self._dir("memory", container_id)
+        return None if memory_dir is None else OomEventFd(container_id, memory_dir)
 
     def join_paths(self, container_id: str) -> tuple[str, ...]:
         """Every hierarchy's ``cgroup.procs`` of the container."""

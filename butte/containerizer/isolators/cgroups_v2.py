@@ -1,7 +1,8 @@
 """``cgroups/cpu``, ``cgroups/mem`` and ``cgroups/pids`` on cgroup v2: one cgroup per container.
 
 cpus become ``cpu.weight`` (100 per cpu, the v2 twin of 1024 shares per cpu) and,
-with ``--cgroups_enable_cfs``, ``cpu.max``; mem becomes ``memory.max``. ``memory.events`` counts OOM kills.
+with ``--cgroups_enable_cfs``, ``cpu.max``; mem becomes ``memory.max``. ``memory.events`` counts OOM kills,
+and one inotify instance tells the agent the moment any container's count moves (:mod:`oom_events`).
 ``cgroup.kill`` ends every process at once where the kernel has it. Controllers the host keeps on a v1
 hierarchy are absent here: their files are simply not written.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from typing import final
 
 from butte.containerizer.isolators.base import (
@@ -24,6 +26,7 @@ from butte.containerizer.isolators.base import (
 )
 from butte.containerizer.isolators.cgroup_files import cgroup_pids, kill_cgroup, remove_cgroup
 from butte.containerizer.isolators.cgroups_v1 import CFS_PERIOD_US, MIN_CFS_QUOTA_US
+from butte.containerizer.isolators.oom_events import EventSource, MemoryEventsWatch
 
 # The kernel treats v2's default weight 100 as v1's default 1024 shares: one cpu is weight 100.
 WEIGHT_PER_CPU = 100
@@ -46,6 +49,8 @@ class CgroupsV2(Isolator):
         self._controllers = controllers
         self._enable_cfs = enable_cfs
         self._base_ready = False
+        self._watch: MemoryEventsWatch | None = None  # made on the first container with a memory limit to watch
+        self._watch_lock = threading.Lock()
 
     def _dir(self, container_id: str) -> str:
         return os.path.join(self._base, container_id)
@@ -69,13 +74,46 @@ class CgroupsV2(Isolator):
             self._make_base()
         directory = self._dir(container_id)
         os.makedirs(directory, exist_ok=True)
-        if "cpu" in self._controllers and limits.cpus is not None:
-            write_text(os.path.join(directory, "cpu.weight"), str(cpu_weight(limits.cpus)))
-            if self._enable_cfs:
-                quota = max(MIN_CFS_QUOTA_US, int(limits.cpus * CFS_PERIOD_US))
-                write_text(os.path.join(directory, "cpu.max"), f"{quota} {CFS_PERIOD_US}")
+        self._write_cpu(directory, limits)
         if "memory" in self._controllers and limits.mem_bytes is not None:
             write_text(os.path.join(directory, "memory.max"), str(limits.mem_bytes))
+
+    def update(self, container_id: str, limits: ContainerLimits) -> None:
+        """New cpu limits; ``memory.max`` only ever grows (lowering it below use would reclaim or OOM-kill).
+
+        Raises:
+            OSError: a limit could not be written.
+        """
+        directory = self._dir(container_id)
+        self._write_cpu(directory, limits)
+        if "memory" not in self._controllers or limits.mem_bytes is None:
+            return
+        path = os.path.join(directory, "memory.max")
+        current = read_int(path)  # None for "max": no limit yet
+        if current is None or limits.mem_bytes > current:
+            write_text(path, str(limits.mem_bytes))
+
+    def _write_cpu(self, directory: str, limits: ContainerLimits) -> None:
+        if "cpu" not in self._controllers or limits.cpus is None:
+            return
+        write_text(os.path.join(directory, "cpu.weight"), str(cpu_weight(limits.cpus)))
+        if self._enable_cfs:
+            quota = max(MIN_CFS_QUOTA_US, int(limits.cpus * CFS_PERIOD_US))
+            write_text(os.path.join(directory, "cpu.max"), f"{quota} {CFS_PERIOD_US}")
+
+    def oom_events(self, container_id: str) -> EventSource | None:
+        """The shared inotify watch, now also on the container's ``memory.events``.
+
+        Raises:
+            OSError: inotify refused the watch.
+        """
+        if "memory" not in self._controllers:
+            return None
+        with self._watch_lock:
+            if self._watch is None:
+                self._watch = MemoryEventsWatch()
+        self._watch.watch(container_id, os.path.join(self._dir(container_id), "memory.events"))
+        return self._watch
 
     def join_paths(self, container_id: str) -> tuple[str, ...]:
         """The container's ``cgroup.procs``."""

@@ -1,10 +1,15 @@
-"""The agent's side of isolation: containers set up on launch, polled for limitations, released at exit.
+"""The agent's side of isolation: containers set up on launch, watched for limitations, released at exit.
 
-The built-in executors call :meth:`Containers.hooks` as a container's first task is built, the spawn thread
-runs :meth:`Containers.preparing` before the spawn, and :meth:`Containers.release` kills what is left and
-undoes the isolation once the container's executor has ended. While any container lives, one asyncio task
-polls every container for a limitation (an OOM kill in its cgroup, or posix memory over its limit) and hands
-it to the agent, which kills the task with Mesos's limitation reason.
+Both kinds of executor runner (the built-in one for command tasks and task groups, and custom executors) go
+through here: :meth:`Containers.hooks` as a container's executor is built (with whom to tell of a limitation),
+:meth:`Containers.preparing` on the spawn thread before the spawn, :meth:`Containers.update` when an executor's
+resources change, and :meth:`Containers.release` once the executor has ended, which kills what is left and
+undoes the isolation.
+
+A memory limitation is seen the moment the kernel signals it (an eventfd on cgroup v1, inotify on v2's
+``memory.events``: :mod:`oom_events`); the event is confirmed against the cgroup's OOM kill count before the
+agent acts. While any container lives, one asyncio task also polls every container every second: the fallback
+where no event source could be set up, and the only way posix isolation sees memory over its limit.
 """
 
 from __future__ import annotations
@@ -16,18 +21,24 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import final
 
 from butte.containerizer.isolators.base import ContainerLimits, Limitation, Statistics
 from butte.containerizer.isolators.detect import build_isolation, detect_cgroups
 from butte.containerizer.isolators.helper import build_helper
 from butte.containerizer.isolators.isolation import ContainerHooks, Isolation
+from butte.containerizer.isolators.oom_events import EventSource
 from butte.containerizer.launcher import LaunchError, LaunchSpec
 from butte.wire.resources import Resource, resources_from_wire
 
 log = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL_S = 1.0
+# A v1 OOM event comes as the cgroup hits OOM, a moment before the kill is counted: look again this often,
+# this many times, before leaving it to the poll (~100 ms in all).
+OOM_CONFIRM_PAUSE_S = 0.005
+OOM_CONFIRM_TRIES = 20
 SETPRIV = shutil.which("setpriv") or "setpriv"
 OnLimitation = Callable[[str, Limitation], None]
 
@@ -43,20 +54,19 @@ def limits_of(resources: Iterable[Resource]) -> ContainerLimits:
 class Containers:
     """Every isolated container of the agent; owned by the agent's event loop."""
 
-    def __init__(
-        self, isolation: Isolation, on_limitation: OnLimitation, poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
-    ) -> None:
+    def __init__(self, isolation: Isolation, poll_interval_s: float = DEFAULT_POLL_INTERVAL_S) -> None:
         self.isolation = isolation
-        self._on_limitation = on_limitation
         self._poll_interval_s = poll_interval_s
-        self._active: set[str] = set()
+        self._handlers: dict[str, OnLimitation] = {}  # the live containers, and whom to tell of a limitation
+        self._sources: dict[str, list[EventSource]] = {}
+        self._readers: dict[int, EventSource] = {}  # descriptors the event loop reads
+        self._confirming: dict[str, asyncio.Task[None]] = {}
         self._poller: asyncio.Task[None] | None = None
         self._emptied = asyncio.Event()
+        self._updater: ThreadPoolExecutor | None = None  # one thread: updates apply in the order they were made
 
     @classmethod
-    def for_agent(
-        cls, isolation_flag: str, cgroups_root: str, enable_cfs: bool, on_limitation: OnLimitation
-    ) -> Containers:
+    def for_agent(cls, isolation_flag: str, cgroups_root: str, enable_cfs: bool) -> Containers:
         """The isolation ``--isolation`` asks for, on what this host has; logs what it runs with.
 
         Raises:
@@ -67,7 +77,7 @@ class Containers:
             isolation.helper = build_helper()
         launcher = "butte-isolate" if isolation.helper else "sh/unshare" if isolation.prelude("-") else "direct"
         log.info("Isolation: %s (asked for %s; tasks start %s)", isolation.describe(), isolation_flag, launcher)
-        return cls(isolation, on_limitation)
+        return cls(isolation)
 
     def launch_spec(self, spec: LaunchSpec, container_id: str) -> LaunchSpec:
         """``spec`` as it runs in the container: under the prelude, which switches user itself when it must.
@@ -84,9 +94,9 @@ class Containers:
         switch = (SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", groups, "--")
         return dataclasses.replace(spec, prelude=self.isolation.prelude(container_id, switch), user=None)
 
-    def hooks(self, container_id: str) -> ContainerHooks:
-        """What a task's runner tells the container; starts polling for limitations."""
-        self._active.add(container_id)
+    def hooks(self, container_id: str, on_limitation: OnLimitation) -> ContainerHooks:
+        """What a runner tells the container; ``on_limitation`` hears of a limit it passes (from now on)."""
+        self._handlers[container_id] = on_limitation
         if self._poller is None or self._poller.done():
             self._emptied = asyncio.Event()
             self._poller = asyncio.get_running_loop().create_task(self._poll())
@@ -97,26 +107,57 @@ class Containers:
     ) -> Callable[[], None]:
         """A blocking step for the spawn thread: ``then`` (e.g. make the sandbox), then set the container up.
 
-        The returned callable raises LaunchError when the container cannot be set up.
+        Call it on the event loop. The returned callable raises LaunchError when the container cannot be set up.
         """
-        return lambda: self._prepare(container_id, limits, then)
+        loop = asyncio.get_running_loop()
+        return lambda: self._prepare(container_id, limits, then, loop)
 
-    def _prepare(self, container_id: str, limits: ContainerLimits, then: Callable[[], object] | None) -> None:
+    def _prepare(
+        self,
+        container_id: str,
+        limits: ContainerLimits,
+        then: Callable[[], object] | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         if then is not None:
             then()
         try:
-            self.isolation.prepare(container_id, limits)
+            first = self.isolation.prepare(container_id, limits)
         except OSError as exc:
             raise LaunchError(f"Failed to isolate container {container_id}: {exc}") from exc
+        if first:
+            sources = self.isolation.oom_events(container_id)
+            if sources:
+                loop.call_soon_threadsafe(self._arm, container_id, sources)
 
-    def adopt(self, container_id: str, limits: ContainerLimits) -> None:
+    def adopt(self, container_id: str, limits: ContainerLimits, on_limitation: OnLimitation) -> ContainerHooks:
         """Take back a container a previous run of the agent set up (recovery); errors are logged."""
-        self.isolation.adopt(container_id, limits)
+        hooks = self.hooks(container_id, on_limitation)
+        if container_id not in self.isolation.containers():
+            self.isolation.adopt(container_id, limits)
+            self._arm(container_id, self.isolation.oom_events(container_id))
+        return hooks
+
+    def update(self, container_id: str, limits: ContainerLimits) -> asyncio.Future[None]:
+        """The container's resources changed (a task joined its executor): apply the limits off the loop.
+
+        Returns when they are applied (nobody need wait: failures are logged).
+        """
+        if self._updater is None:
+            self._updater = ThreadPoolExecutor(max_workers=1, thread_name_prefix="containers")
+        return asyncio.get_running_loop().run_in_executor(self._updater, self._apply_update, container_id, limits)
+
+    def _apply_update(self, container_id: str, limits: ContainerLimits) -> None:
+        try:
+            self.isolation.update(container_id, limits)
+        except OSError:
+            log.exception("Failed to update container %s to %s", container_id, limits)
 
     def release(self, container_id: str) -> None:
         """The container's executor has ended: kill what is left in it and undo its isolation, off the loop."""
-        self._active.discard(container_id)
-        if not self._active:
+        self._handlers.pop(container_id, None)
+        self._disarm(container_id)
+        if not self._handlers:
             self._emptied.set()
         if not self.isolation.prelude("-"):
             # posix only: forgetting the container touches no cgroup, and a thread hop per task ended costs
@@ -131,13 +172,61 @@ class Containers:
         wanted = [container_id for container_id in container_ids if container_id in known]
         return await asyncio.to_thread(lambda: {cid: self.isolation.usage(cid) for cid in wanted})
 
+    def watched(self) -> list[str]:
+        """The containers whose OOM events the loop is reading."""
+        return [container_id for container_id, sources in self._sources.items() if sources]
+
+    # ---- OOM events ----
+
+    def _arm(self, container_id: str, sources: list[EventSource]) -> None:
+        """Read the container's event sources on the loop (unless it was released meanwhile)."""
+        self._sources.setdefault(container_id, []).extend(sources)
+        if container_id not in self._handlers:
+            self._disarm(container_id)
+            return
+        loop = asyncio.get_running_loop()
+        for source in sources:
+            if source.fileno() not in self._readers:
+                self._readers[source.fileno()] = source
+                loop.add_reader(source.fileno(), self._readable, source)
+
+    def _disarm(self, container_id: str) -> None:
+        for source in self._sources.pop(container_id, []):
+            if source.unwatch(container_id):
+                if self._readers.pop(source.fileno(), None) is not None:
+                    asyncio.get_running_loop().remove_reader(source.fileno())
+                source.close()
+
+    def _readable(self, source: EventSource) -> None:
+        for container_id in source.fired():
+            if container_id in self._handlers and container_id not in self._confirming:
+                task = asyncio.get_running_loop().create_task(self._confirm(container_id))
+                self._confirming[container_id] = task
+
+    async def _confirm(self, container_id: str) -> None:
+        """An event came: tell the container's runner once the cgroup shows the limitation."""
+        try:
+            for attempt in range(OOM_CONFIRM_TRIES):
+                if attempt:
+                    await asyncio.sleep(OOM_CONFIRM_PAUSE_S)
+                limitation = await asyncio.to_thread(self.isolation.limitation, container_id)
+                if limitation is not None:
+                    self._limited(container_id, limitation)
+                    return
+        finally:
+            self._confirming.pop(container_id, None)
+
+    def _limited(self, container_id: str, limitation: Limitation) -> None:
+        handler = self._handlers.get(container_id)
+        if handler is not None:
+            log.info("Container %s: %s", container_id, limitation.message)
+            handler(container_id, limitation)
+
     async def _poll(self) -> None:
-        while self._active:
+        while self._handlers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._emptied.wait(), self._poll_interval_s)
-            if not self._active:
+            if not self._handlers:
                 return
             for container_id, limitation in await asyncio.to_thread(self.isolation.limitations):
-                if container_id in self._active:
-                    log.info("Container %s: %s", container_id, limitation.message)
-                    self._on_limitation(container_id, limitation)
+                self._limited(container_id, limitation)

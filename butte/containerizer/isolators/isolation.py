@@ -12,12 +12,14 @@ sh prelude 3.07 ms, by moving the spawning thread into the cgroup first 2.48 ms 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import final
 
 from butte.containerizer.isolators.base import ContainerLimits, Isolator, Limitation, Statistics
+from butte.containerizer.isolators.oom_events import EventSource
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,9 @@ class Isolation:
         self.names = tuple(names)
         self.helper = helper  # butte-isolate's path, when built (isolators.helper); else sh + unshare
         self._limits: dict[str, ContainerLimits] = {}
+        # Limits an update brought before the container was prepared (an executor still launching).
+        self._pending: dict[str, ContainerLimits] = {}
+        self._lock = threading.Lock()  # prepare (spawn threads) against update (the update thread)
 
     def describe(self) -> str:
         """What the agent isolates with, for its start-up log line."""
@@ -55,14 +60,17 @@ class Isolation:
             return wrappers
         return ("/bin/sh", "-c", JOIN_SCRIPT, "butte-isolate", *joins, "--", *wrappers)  # $0 names the script
 
-    def prepare(self, container_id: str, limits: ContainerLimits) -> None:
+    def prepare(self, container_id: str, limits: ContainerLimits) -> bool:
         """Set the container up before its first process starts (blocking; a task group calls it per task).
+
+        Returns whether this call made the container known (False: it was already, or another thread got there
+        first; each of a group's tasks prepares, and two spawn threads may race).
 
         Raises:
             OSError: an isolator could not set the container up.
         """
         if container_id in self._limits:
-            return
+            return False
         try:
             for isolator in self.isolators:
                 isolator.prepare(container_id, limits)
@@ -70,7 +78,41 @@ class Isolation:
             self._limits[container_id] = limits
             self.destroy(container_id)  # undo what the isolators before the failing one did
             raise
-        self._limits[container_id] = limits
+        with self._lock:
+            if container_id in self._limits:
+                return False
+            self._limits[container_id] = limits
+            pending = self._pending.pop(container_id, None)
+        if pending is not None:
+            self.update(container_id, pending)
+        return True
+
+    def update(self, container_id: str, limits: ContainerLimits) -> None:
+        """The container's resources changed (blocking); before it is prepared, its preparation applies them.
+
+        Raises:
+            OSError: an isolator could not apply the new limits.
+        """
+        with self._lock:
+            if container_id not in self._limits:
+                self._pending[container_id] = limits
+                return
+            self._limits[container_id] = limits
+        for isolator in self.isolators:
+            isolator.update(container_id, limits)
+
+    def oom_events(self, container_id: str) -> list[EventSource]:
+        """Where the kernel signals an OOM in the prepared container (blocking; refusals are logged)."""
+        sources: list[EventSource] = []
+        for isolator in self.isolators:
+            try:
+                source = isolator.oom_events(container_id)
+            except OSError:
+                log.warning("No OOM events for container %s (%s); polling for them", container_id, isolator.name)
+                continue
+            if source is not None:
+                sources.append(source)
+        return sources
 
     def adopt(self, container_id: str, limits: ContainerLimits) -> None:
         """Take back a container whose processes already run (agent recovery); never kills, logs errors."""
@@ -117,6 +159,7 @@ class Isolation:
 
     def destroy(self, container_id: str) -> None:
         """Kill whatever is left in the container and undo its isolation (blocking; errors are logged)."""
+        self._pending.pop(container_id, None)
         if self._limits.pop(container_id, None) is None:
             return
         for isolator in self.isolators:

@@ -84,6 +84,10 @@ class Posix(Isolator):
         self._limits[container_id] = limits
         self._sessions.setdefault(container_id, {})
 
+    def update(self, container_id: str, limits: ContainerLimits) -> None:
+        """The container's new limits, enforced from the next poll."""
+        self._limits[container_id] = limits
+
     def isolate(self, container_id: str, pid: int) -> None:
         """The process ``pid`` leads a new session of the container."""
         # The leader's start time (the guard against a reused pid) is taken from the first sweep that sees
