@@ -76,6 +76,14 @@ class MasterState:
         self._next_agent = 0
         self._next_offer = 0
 
+    def continue_numbering(self, previous: MasterState) -> None:
+        """Go on from the ids ``previous`` handed out: a master that leads again in the same process keeps its
+        master id, and Mesos never reuses an agent, framework or offer id (``DuplicatedSlaveIdWhenSlaveReregister``).
+        """
+        self._next_framework = max(self._next_framework, previous._next_framework)
+        self._next_agent = max(self._next_agent, previous._next_agent)
+        self._next_offer = max(self._next_offer, previous._next_offer)
+
     def new_framework_id(self) -> str:
         """``<master id>-NNNN``, as Mesos numbers frameworks; skips ids a framework chose for itself."""
         while True:

@@ -24,6 +24,7 @@ from butte.master.state import MasterState, id_of
 from butte.wire import mesos
 from butte.wire.agent_link import AgentEvent, ShutdownAgent
 from butte.wire.mesos import TERMINAL_STATES
+from butte.wire.resources import resources_from_wire
 from butte.wire.scheduler import Event, Failure
 
 GONE_MESSAGE = "Agent has been marked gone"
@@ -76,6 +77,29 @@ def mark_gone(state: MasterState, agent_id: str, now: float) -> list[Effect]:
     return effects + (_agent_lost(state, agent.id) if was_live else [])
 
 
+def recall_unreachable(state: MasterState, agent_id: str, info: mesos.AgentInfo, now: float) -> None:
+    """Book an agent a previous leader marked unreachable (read from the registry), with no tasks known.
+
+    Mesos's registry carries unreachable agents across failovers, so a new leader still answers
+    reconciliation for them and treats their reregistration as a comeback. The registry keeps no marking
+    time: the election time stands in for it.
+    """
+    info.id = id_of(agent_id)
+    total = resources_from_wire(info.resources)
+    agent = Agent(id=agent_id, info=info, ip=info.hostname, total=total, registered_time=now)
+    agent.link, agent.unreachable_time = AgentLink.UNREACHABLE, now
+    state.agents[agent_id] = agent
+
+
+def mark_recovered_unreachable(state: MasterState, agent_id: str, info: mesos.AgentInfo, now: float) -> list[Effect]:
+    """A recovered agent missed the reregistration window (already marked in the registry): frameworks hear
+    that it was lost; its tasks are unknown here, so no task update is sent (Mesos does the same)."""
+    if agent_id in state.agents:
+        return []
+    recall_unreachable(state, agent_id, info, now)
+    return _agent_lost(state, agent_id)
+
+
 @dataclass(frozen=True, slots=True)
 class Comeback:
     """An unreachable agent reregistering: the tasks the master had booked on it."""
@@ -95,9 +119,16 @@ def forget_unreachable_agent(state: MasterState, agent: Agent) -> Comeback:
 
 
 def after_comeback(state: MasterState, comeback: Comeback, now: float) -> list[Effect]:
-    """Once the agent's report is booked: kill what was declared lost, re-announce the rest."""
+    """Once the agent's report is booked: kill what was declared lost, re-announce the rest.
+
+    Tasks the agent reports that were not booked on it count as lost too: after a master failover the new
+    leader knows an unreachable agent only from the registry, while the old leader may have told TASK_LOST.
+    """
     effects: list[Effect] = []
-    for old in comeback.tasks:
+    booked = {(t.framework_id, t.id) for t in comeback.tasks}
+    agent = state.agents.get(comeback.agent_id)
+    reported = [t for key, t in sorted(agent.tasks.items()) if key not in booked] if agent is not None else []
+    for old in [*comeback.tasks, *reported]:
         framework = state.frameworks.get(old.framework_id)
         if framework is None or old.state in TERMINAL_STATES:
             continue

@@ -14,10 +14,13 @@ import logging
 from collections.abc import Callable
 from typing import final
 
+import msgspec
+
 from butte.master import unreachable
 from butte.master.leadership import LeaderView
 from butte.master.service import MasterService
 from butte.master.state import MasterState
+from butte.wire import mesos
 
 log = logging.getLogger("butte.master")
 
@@ -41,6 +44,7 @@ class MasterRole:
         self._reregister_timeout_s = agent_reregister_timeout_s
         self._removal_limit = recovery_agent_removal_limit
         self._deadline: asyncio.TimerHandle | None = None
+        self._registered_infos: dict[str, dict[str, object]] = {}  # AgentInfo JSON by id, read when elected
         self._cancelled: list[asyncio.Task[None]] = []
         self.elections = 0
         service.leading = False
@@ -53,9 +57,15 @@ class MasterRole:
         elif not view.leading and self.service.leading:
             self._step_down()
 
+    def _replace_state(self) -> None:
+        """A fresh core state that goes on numbering ids where the stale one stopped (no id is reused)."""
+        previous = self.service.state
+        self.service.state = self._fresh_state()
+        self.service.state.continue_numbering(previous)
+
     def _lead(self, epoch: int | None) -> None:
         service = self.service
-        service.state = self._fresh_state()
+        self._replace_state()
         weights = {**service.registry.weights(), **self._configured_weights}
         service.state.allocator.update_weights(weights)
         service.epoch = epoch
@@ -64,11 +74,34 @@ class MasterRole:
         self.elections += 1
         service.start()
         log.info("elected leading master with epoch %s", epoch)
-        recovered = {agent_id for agent_id, (state, _) in service.registry.agents().items() if state == "admitted"}
+        registered = service.registry.agents()
+        recovered = {agent_id for agent_id, (state, _) in registered.items() if state == "admitted"}
         service.recovered_agents = recovered
+        self._registered_infos = {agent_id: info for agent_id, (_, info) in registered.items()}
+        self._recall_unreachable(registered)
         if recovered:
             loop = asyncio.get_running_loop()
             self._deadline = loop.call_later(self._reregister_timeout_s, self._expire_recovered, recovered)
+
+    def _recall_unreachable(self, registered: dict[str, tuple[str, dict[str, object]]]) -> None:
+        """Book the agents the registry has as unreachable, so that their comeback is treated as one.
+
+        The previous leader may have told frameworks TASK_LOST for their tasks: those must be killed when the
+        agent reregisters with us, and reconciliation must answer for them as for any unreachable agent.
+        """
+        now = self.service.now()
+        for agent_id, (state, _) in sorted(registered.items()):
+            info = self._agent_info(agent_id) if state == "unreachable" else None
+            if info is not None:
+                unreachable.recall_unreachable(self.service.state, agent_id, info, now)
+
+    def _agent_info(self, agent_id: str) -> mesos.AgentInfo | None:
+        """The AgentInfo the registry held for the agent at election time, or None if it does not parse."""
+        try:
+            return msgspec.convert(self._registered_infos.get(agent_id), mesos.AgentInfo)
+        except msgspec.ValidationError as exc:
+            log.error("registry entry of agent %s does not parse: %s", agent_id, exc)
+            return None
 
     def _expire_recovered(self, recovered: set[str]) -> None:
         """Mark the recovered agents that did not reregister in time unreachable, unless too many are missing."""
@@ -93,7 +126,11 @@ class MasterRole:
             log.warning(
                 "agent %s did not reregister within %.0f s; marked unreachable", agent_id, self._reregister_timeout_s
             )
-            service.apply(unreachable.mark_unreachable(service.state, agent_id, now))
+            # The new leader knows none of its tasks: book the agent as unreachable so that reconciliation
+            # answers for them and its comeback kills what frameworks may have replaced (Mesos's slaveLost).
+            info = self._agent_info(agent_id)
+            if info is not None:
+                service.apply(unreachable.mark_recovered_unreachable(service.state, agent_id, info, now))
 
     def _step_down(self) -> None:
         service = self.service
@@ -106,7 +143,7 @@ class MasterRole:
         service.agent_streams.clear()
         for outbox in streams:
             outbox.close()
-        service.state = self._fresh_state()
+        self._replace_state()
         self._cancelled.extend(service.stop_timers())
 
     async def close(self) -> None:
