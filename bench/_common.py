@@ -26,6 +26,9 @@ def fresh_work_dir(root: Path, name: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for old in root.glob(f"{name}-*"):
         shutil.rmtree(old, ignore_errors=True)
+    # Write back what the previous run left (a thousand sandboxes just deleted) before this one is timed:
+    # otherwise each run pays for the last one's file-system work, and back-to-back runs drift downwards.
+    os.sync()
     return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
 
 
