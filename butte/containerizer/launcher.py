@@ -88,6 +88,8 @@ class LaunchSpec:
     executable: str | None = None  # when argv[0] is not the program's path (CommandInfo shell=false)
     # Run first, then exec the command: how a task lands in its cgroups and namespaces (isolators.isolation).
     prelude: tuple[str, ...] = ()
+    # butte-isolate, when built: it records the exit status in place of the `sh -c` wrapper (isolators.helper).
+    status_helper: str | None = None
 
 
 @final
@@ -266,6 +268,12 @@ def _wrapped_argv(spec: LaunchSpec) -> list[str]:
         return list(spec.argv)
     # A wrapper cannot give the program an argv[0] of its own, so it runs it under its path.
     program = [spec.executable or spec.argv[0], *spec.argv[1:]]
+    helper = spec.status_helper
+    if spec.exit_status_path is not None and helper is not None:
+        recording = [helper, "--exit-status", spec.exit_status_path]
+        if spec.prelude[:1] == (helper,):  # one helper both isolates and records
+            return [*recording, *spec.prelude[1:], *program]
+        return [*recording, "--", *spec.prelude, *program]
     if spec.exit_status_path is not None:
         program = ["/bin/sh", "-c", EXIT_STATUS_WRAPPER, spec.exit_status_path, *program]
     return [*spec.prelude, *program]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from butte.containerizer.isolators.helper import build_helper
 from butte.containerizer.launcher import Launcher, LaunchError, LaunchSpec, lookup_user
 from butte.containerizer.sandbox import create_sandbox, executor_runs_dir
 from butte.core.errors import NotFound
@@ -153,6 +154,32 @@ async def test_exit_status_wrapper_records_the_status_in_the_sandbox(launcher: L
     assert await process.wait() == 7
     assert status_file.read_text() == "7\n"
     assert (sandbox / "stdout").read_text() == "out\n"
+
+
+HELPER = build_helper()
+
+
+@pytest.mark.skipif(HELPER is None, reason="no C compiler to build butte-isolate; the sh wrapper is used then")
+@pytest.mark.parametrize("code", [0, 7])
+async def test_the_helper_records_the_exit_status_like_the_wrapper(
+    launcher: Launcher, sandbox: Path, code: int
+) -> None:
+    status_file = sandbox / "exit_status"
+    extra = {"exit_status_path": str(status_file), "status_helper": HELPER}
+    process = await launcher.launch(spec(sandbox, "/bin/sh", "-c", f"echo out; exit {code}", **extra))
+    assert await process.wait() == code
+    assert status_file.read_text() == f"{code}\n" and (sandbox / "stdout").read_text() == "out\n"
+
+
+@pytest.mark.skipif(HELPER is None, reason="no C compiler to build butte-isolate; the sh wrapper is used then")
+async def test_the_helper_outlives_a_group_sigterm_and_records_the_signal(launcher: Launcher, sandbox: Path) -> None:
+    status_file = sandbox / "exit_status"
+    extra = {"exit_status_path": str(status_file), "status_helper": HELPER}
+    process = await launcher.launch(spec(sandbox, "/bin/sh", "-c", "echo $$ > pid; exec sleep 60", **extra))
+    await until(lambda: (sandbox / "pid").exists() and (sandbox / "pid").read_text().strip())
+    process.signal_group(signal.SIGTERM)  # as a kill does: the helper must survive it to record the status
+    assert await asyncio.wait_for(process.wait(), timeout=10) == -signal.SIGTERM
+    assert status_file.read_text() == f"{128 + signal.SIGTERM}\n"
 
 
 async def test_many_concurrent_processes_are_all_reaped(launcher: Launcher, sandbox: Path) -> None:
