@@ -46,6 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "quorum", default=None, type=int, help="masters needed for a quorum (the ensemble decides)")
     add_flag(parser, "zk_session_timeout", default="10secs", type=duration, help="ZooKeeper session timeout")
     add_flag(parser, "recovery_agent_removal_limit", default="100%", type=percentage, help="see MasterRole")
+    add_flag(parser, "registry_gc_interval", default="15mins", type=duration, help="how often to prune the registry")
+    add_flag(parser, "registry_max_agent_age", default="2weeks", type=duration, help="prune agents lost longer ago")
+    add_flag(parser, "registry_max_agent_count", default=102400, type=int, help="unreachable (and gone) agents kept")
 
 
 def percentage(text: str) -> float:
@@ -113,6 +116,9 @@ def build_config(args: argparse.Namespace) -> MasterConfig:
         agent_ping_timeout_s=args.agent_ping_timeout,
         max_agent_ping_timeouts=args.max_agent_ping_timeouts,
         min_allocatable=minimum,
+        registry_gc_interval_s=args.registry_gc_interval,
+        registry_max_agent_age_s=args.registry_max_agent_age,
+        registry_max_agent_count=args.registry_max_agent_count,
     )
 
 

@@ -9,8 +9,9 @@ from collections.abc import Callable, Iterable
 
 import msgspec
 
+from butte.core.errors import Unavailable
 from butte.edge import Outbox
-from butte.master import agents, frameworks, offers, unreachable
+from butte.master import agents, frameworks, offers, registry_gc, unreachable
 from butte.master.effects import (
     Allocate,
     CloseAgentStream,
@@ -167,6 +168,7 @@ class MasterService:
             asyncio.create_task(self._every(HEARTBEAT_INTERVAL_S, self._heartbeat)),
             asyncio.create_task(self._every(self.state.config.agent_ping_timeout_s, self._ping_agents)),
             asyncio.create_task(self._every(_TICK_S, self._tick)),
+            asyncio.create_task(self._every(self.state.config.registry_gc_interval_s, self._registry_gc)),
         ]
 
     def stop_timers(self) -> list[asyncio.Task[None]]:
@@ -211,6 +213,40 @@ class MasterService:
     def _mark_silent_agents(self, now: float) -> None:
         # Missed pongs, not a broken stream, make an agent unreachable (Mesos's SlaveObserver).
         for agent_id in self.agent_health.to_mark_unreachable(unreachable.pong_times(self.state), now):
-            self.registry.mark(agent_id, "unreachable")  # written before the master acts on it
+            try:
+                self.registry.mark(agent_id, "unreachable")  # written before the master acts on it
+            except Unavailable as exc:
+                # Not recorded, so not acted on: a deposed leader (NotLeader) must not tell frameworks TASK_LOST
+                # for an agent the new leader still has; its contender makes it step down.
+                log.error("agent %s missed its pings but was not marked unreachable: %s", agent_id, exc)
+                return
             log.warning("agent %s missed %d pings; marked unreachable", agent_id, self.agent_health.max_ping_timeouts)
             self.apply(unreachable.mark_unreachable(self.state, agent_id, now))
+
+    def _registry_gc(self) -> None:
+        self.collect_registry_garbage()
+
+    def collect_registry_garbage(self) -> list[str]:
+        """One registry GC pass: prune agents marked unreachable or gone too long ago (or too many), then forget
+        them here; the ids pruned. Mesos's ``doRegistryGc``: the registry write comes first, and an agent that
+        reregistered since the selection is no longer marked, so both the registry and the books keep it.
+        """
+        config = self.state.config
+        chosen = registry_gc.select_prunable(
+            self.registry.marked_agents(),
+            self.now(),
+            config.registry_max_agent_age_s,
+            config.registry_max_agent_count,
+            unknown_time=self.elected_time,  # marks written before they carried a time age from the election
+        )
+        if not chosen:
+            return []
+        try:
+            pruned = self.registry.prune(chosen)
+        except Unavailable as exc:
+            log.error("registry GC of %d agents not written, nothing forgotten: %s", len(chosen), exc)
+            return []
+        unreachable.forget_pruned(self.state, pruned)
+        if pruned:
+            log.info("registry GC forgot %d unreachable or gone agents: %s", len(pruned), ", ".join(pruned))
+        return pruned

@@ -35,6 +35,10 @@ class MasterConfig:
     agent_ping_timeout_s: float = 15.0
     max_agent_ping_timeouts: int = 5
     min_allocatable: Resources | None = None
+    # Registry GC of unreachable and gone agents (butte.master.registry_gc), with Mesos's defaults.
+    registry_gc_interval_s: float = 15 * 60.0
+    registry_max_agent_age_s: float = 14 * 24 * 3600.0
+    registry_max_agent_count: int = 100 * 1024
 
 
 def ip_to_int(ip: str) -> int:

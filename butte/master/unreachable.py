@@ -15,6 +15,7 @@ tasks become TASK_GONE_BY_OPERATOR (REASON_AGENT_REMOVED_BY_OPERATOR), and it is
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from butte.master import offers, tasks
@@ -116,6 +117,22 @@ def forget_unreachable_agent(state: MasterState, agent: Agent) -> Comeback:
         if framework is not None and framework.tasks.get(task.id) is task:
             del framework.tasks[task.id]
     return Comeback(agent_id=agent.id, tasks=tuple(agent.tasks.values()))
+
+
+def forget_pruned(state: MasterState, agent_ids: Iterable[str]) -> list[str]:
+    """Forget agents the registry GC just pruned, with their unreachable tasks; the ids forgotten.
+
+    Mesos (``Master::_doRegistryGc``) erases them from its unreachable/gone books and drops their tasks from
+    the frameworks' unreachable tasks without telling anyone: reconciliation then answers TASK_UNKNOWN. An
+    agent that reregistered meanwhile is no longer lost here and is kept (``RegistryGcRace``).
+    """
+    forgotten: list[str] = []
+    for agent_id in agent_ids:
+        agent = state.agents.get(agent_id)
+        if agent is not None and agent.link in (AgentLink.UNREACHABLE, AgentLink.GONE):
+            forget_unreachable_agent(state, agent)
+            forgotten.append(agent_id)
+    return forgotten
 
 
 def after_comeback(state: MasterState, comeback: Comeback, now: float) -> list[Effect]:

@@ -2,8 +2,8 @@
 
 Items already asserted task by task elsewhere: B12 (``test_partition.py``: partition-aware tasks RUNNING again,
 tasks told LOST killed), B13 for partition-aware frameworks (``test_partition.py``), B20 for a registered agent
-(``test_agent_loss.py``, ``test_agent_loss_shell.py``). B21 (registry GC by age/count) does not apply: Butte's
-master has no ``--registry_max_agent_age`` / ``--registry_max_agent_count`` and keeps every registry entry.
+(``test_agent_loss.py``, ``test_agent_loss_shell.py``). B21 (registry GC by age and count, racing a
+reregistration) is in ``test_registry_gc.py`` and ``tests/unit/test_master_registry_gc.py``.
 
 Real processes in a network namespace where the machine allows it (PartitionCluster, skipped with the kit's
 reason otherwise); where Mesos's own test drops single messages (a RunTask, a ping), a fake agent on the agent

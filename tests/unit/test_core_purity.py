@@ -29,6 +29,7 @@ CORE_FILES = (
     "master/agents.py",
     "master/health.py",
     "master/unreachable.py",
+    "master/registry_gc.py",
     "agent/recovery.py",
     "frameworks/marathon/model.py",
     "frameworks/marathon/pathid.py",

@@ -27,4 +27,5 @@ async def open_backends(
 
     contender = ZkContender(zk, master_info_json, session_timeout_s)
     client = await contender.connect()
-    return ZkRegistry(client, contender.url.path), contender
+    # Registry writes are fenced by the znode this master leads with: a deposed leader cannot land one.
+    return ZkRegistry(client, contender.url.path, fence=contender), contender

@@ -16,6 +16,7 @@ from typing import final
 
 import msgspec
 
+from butte.core.errors import Unavailable
 from butte.master import unreachable
 from butte.master.leadership import LeaderView
 from butte.master.service import MasterService
@@ -53,6 +54,11 @@ class MasterRole:
         """Called on the loop for every view the contender reports (repeats are harmless)."""
         self.service.leader_info = None if view.leading else view.leader_info
         if view.leading and not self.service.leading:
+            self._lead(view.epoch)
+        elif view.leading and view.epoch != self.service.epoch:
+            # Our znode vanished and its replacement leads again: a new term, whose registry fence is the new
+            # znode, so the old term's state and timers must not go on under it.
+            self._step_down()
             self._lead(view.epoch)
         elif not view.leading and self.service.leading:
             self._step_down()
@@ -122,7 +128,12 @@ class MasterRole:
         service.recovered_agents = set()  # no longer waiting: reconciliation answers for them from now on
         now = service.now()
         for agent_id in missing:
-            service.registry.mark(agent_id, "unreachable")  # written before the master acts on it
+            try:
+                service.registry.mark(agent_id, "unreachable")  # written before the master acts on it
+            except Unavailable as exc:
+                # Not recorded, so not acted on: a deposed leader (NotLeader) steps down through its contender.
+                log.error("recovered agent %s not marked unreachable: %s", agent_id, exc)
+                return
             log.warning(
                 "agent %s did not reregister within %.0f s; marked unreachable", agent_id, self._reregister_timeout_s
             )

@@ -5,6 +5,9 @@ lowest sequence leads and its sequence number is the epoch every master→agent 
 sees its connection SUSPENDED or its session LOST stops leading at once (Curator TN12: never act as leader
 through a disconnection); after a lost session it contends again with a new znode.
 
+The registry fences its writes with the znode this master leads with (:meth:`ZkContender.leading_node`): each
+write is a transaction that first checks the znode still exists, so a deposed leader's late write fails whole.
+
 kazoo calls us from its own threads: every view goes to the asyncio loop with ``call_soon_threadsafe``.
 """
 
@@ -37,6 +40,7 @@ class ZkContender:
         self._session_timeout_s = session_timeout_s
         self._client: KazooClient | None = None
         self._node: str | None = None  # our znode's name, e.g. json.info_0000000003
+        self._leading_node: str | None = None  # our znode's full path while we lead (the registry's fence)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: ViewListener | None = None
@@ -46,6 +50,35 @@ class ZkContender:
         """The kazoo client (started by :meth:`start`)."""
         assert self._client is not None, "start() first"
         return self._client
+
+    @property
+    def node_path(self) -> str | None:
+        """The full path of our election znode (``<path>/json.info_<seq>``), None before we joined."""
+        node = self._node
+        return None if node is None else f"{self.url.path.rstrip('/')}/{node}"
+
+    def leading_node(self) -> str | None:
+        """Our election znode's path while we lead, else None: registry writes check it (version 0) first.
+
+        A follower's znode exists too, so only the one we were seen leading with may fence a write: a deposed
+        leader that rejoined as a follower must not pass the check with its new znode.
+        """
+        return self._leading_node
+
+    def fence_lost(self, node_path: str) -> None:
+        """A fenced write found ``node_path`` gone: stop leading now, then find out who leads.
+
+        Called on the loop by the registry; our session listener may not have heard of the loss yet (a paused
+        process resumes and writes before kazoo's threads run), so the step-down must not wait for it.
+        """
+        if self._leading_node != node_path:
+            return
+        self._leading_node = None
+        log.warning("election znode %s is gone: not acting as leader", node_path)
+        self._report(LeaderView(leading=False))
+        client = self._client
+        if client is not None:
+            client.handler.spawn(self._evaluate)
 
     async def connect(self) -> KazooClient:
         """Open the session (the registry shares it) without joining the election yet.
@@ -79,6 +112,7 @@ class ZkContender:
     async def stop(self) -> None:
         """Leave the group (our ephemeral znode goes with the session)."""
         client, self._client = self._client, None
+        self._leading_node = None
         if client is not None:
             await asyncio.to_thread(client.stop)
             await asyncio.to_thread(client.close)
@@ -86,6 +120,7 @@ class ZkContender:
     def _on_connection_state(self, state: str) -> None:
         # kazoo's connection thread: must not block, so the re-evaluation runs on another thread.
         if state in (KazooState.SUSPENDED, KazooState.LOST):
+            self._leading_node = None  # before the view: no fenced write may pass from now on
             log.warning("ZooKeeper connection %s: not acting as leader", state)
             self._report(LeaderView(leading=False))
         elif state == KazooState.CONNECTED and self._client is not None:
@@ -107,11 +142,13 @@ class ZkContender:
             except KazooException as exc:
                 log.warning("ZooKeeper election read failed: %s", exc)
                 return
-        if found is None:
-            self._report(LeaderView(leading=False))
-            return
-        seq, info = found
-        leading = self._node is not None and int(self._node.rsplit("_", 1)[1]) == seq
+            if found is None:
+                self._leading_node = None
+                self._report(LeaderView(leading=False))
+                return
+            seq, info = found
+            leading = self._node is not None and int(self._node.rsplit("_", 1)[1]) == seq
+            self._leading_node = self.node_path if leading else None
         self._report(LeaderView(leading=leading, epoch=seq, leader_info=info))
 
     def _join(self, client: KazooClient) -> None:
