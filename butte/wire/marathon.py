@@ -45,8 +45,9 @@ class CommandCheck(Sparse):
     value: str
 
 
-class HealthCheck(Sparse):
-    """``AppHealthCheck``; the defaults are Marathon 1.x's."""
+class HealthCheck(Wire):
+    """``AppHealthCheck``; the defaults are Marathon 1.x's. Written with its defaults, as Marathon writes it,
+    but without the unset optional fields (:func:`health_check_json`)."""
 
     protocol: Literal["HTTP", "HTTPS", "TCP", "COMMAND", "MESOS_HTTP", "MESOS_HTTPS", "MESOS_TCP"] = "HTTP"
     path: str | None = None
@@ -60,6 +61,11 @@ class HealthCheck(Sparse):
     delay_seconds: int = 15
     ignore_http1xx: bool = False
     ip_protocol: Literal["IPv4", "IPv6"] = "IPv4"
+
+
+def health_check_json(check: HealthCheck) -> dict[str, object]:
+    """A health check as Marathon shows it: every default written, no ``null`` for what was never set."""
+    return {key: value for key, value in msgspec.to_builtins(check).items() if value is not None}
 
 
 class ReadinessCheck(Wire):

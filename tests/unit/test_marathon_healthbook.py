@@ -66,3 +66,21 @@ def test_results_are_per_check_and_the_instance_is_healthy_only_if_every_check_i
     h.core.on_health(task_id, 1, HealthResult(alive=False, consecutive_failures=1), h.now)
     assert [r.alive for r in h.core.health_results(task_id)] == [True, False]
     assert h.core.book.get(task_id).healthy is False  # type: ignore[union-attr]
+
+
+def test_a_failed_probe_publishes_failed_health_check_event() -> None:
+    h = Harness()
+    (task_id,) = start_healthy(h, app(instances=1, healthChecks=[HTTP_CHECK]))
+    effects = h.core.on_health(task_id, 0, HealthResult(alive=False, consecutive_failures=1), h.now)
+    (event,) = published(effects, "failed_health_check_event")
+    assert event["taskId"] == task_id and event["healthCheck"]["protocol"] == "HTTP"
+
+
+def test_adding_and_removing_checks_publishes_their_events() -> None:
+    h = Harness()
+    start_healthy(h, app(instances=1))
+    _, effects = h.deploy(app(instances=1, healthChecks=[HTTP_CHECK]))
+    (added,) = published(effects, "add_health_check_event")
+    assert added["appId"] == "/web" and added["healthCheck"]["maxConsecutiveFailures"] == 2
+    _, effects = h.deploy(app(instances=1), force=True)
+    assert [e["appId"] for e in published(effects, "remove_health_check_event")] == ["/web"]

@@ -22,7 +22,9 @@ from butte.frameworks.marathon.deployments import DeploymentBook, DeploymentRun,
 from butte.frameworks.marathon.health import should_kill
 from butte.frameworks.marathon.healthbook import (
     HealthBook,
+    failed_check_event,
     health_changed_event,
+    health_check_changes,
     instance_health_changed_event,
     marathon_side_checks,
     unhealthy_kill_event,
@@ -92,6 +94,7 @@ class MarathonCore:
             fx.Publish("group_change_success", {"groupId": "/", "version": target.version}),
         ]
         effects += [fx.Publish("deployment_info", {"plan": plan, "currentStep": 1})]
+        effects += health_check_changes(plan.original, target)
         return plan, effects + self.progress(now, revive=True)
 
     def cancel_deployment(
@@ -170,6 +173,8 @@ class MarathonCore:
             healthy = bool(updated.healthy)
             effects += [health_changed_event(app, instance, healthy), instance_health_changed_event(updated, healthy)]
         checks = marathon_side_checks(app)
+        if not result.alive and check_index < len(checks):
+            effects.append(failed_check_event(app, instance, checks[check_index]))
         # Marathon never kills an unreachable instance for its checks: the probe cannot reach it either.
         killable = not instance.killing and instance.unreachable_since is None
         if killable and check_index < len(checks) and should_kill(result, checks[check_index]):

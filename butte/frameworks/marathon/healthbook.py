@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import final
 
 from butte.frameworks.marathon import effects as fx
-from butte.frameworks.marathon.model import HealthResult, Instance
-from butte.wire.marathon import App, HealthCheck
+from butte.frameworks.marathon.model import HealthResult, Instance, RootGroup
+from butte.wire.marathon import App, HealthCheck, health_check_json
 
 MARATHON_SIDE = frozenset({"HTTP", "HTTPS", "TCP"})
 
@@ -83,3 +83,29 @@ def unhealthy_kill_event(app: App, instance: Instance, result: HealthResult) -> 
             "slaveId": instance.agent_id,
         },
     )
+
+
+def failed_check_event(app: App, instance: Instance, check: HealthCheck) -> fx.Publish:
+    """``failed_health_check_event``: one probe of a Marathon-side check failed."""
+    fields = {"appId": app.id, "taskId": instance.task_id, "instanceId": instance.task_id}
+    return fx.Publish("failed_health_check_event", {**fields, "healthCheck": health_check_json(check)})
+
+
+def health_check_changes(original: RootGroup, target: RootGroup) -> list[fx.Publish]:
+    """``add_health_check_event`` / ``remove_health_check_event`` for every check a change adds or drops."""
+    events: list[fx.Publish] = []
+    for app_id in sorted(set(original.apps) | set(target.apps)):
+        before = original.apps.get(app_id)
+        after = target.apps.get(app_id)
+        old = before.health_checks if before is not None else []
+        new = after.health_checks if after is not None else []
+        for check in new:
+            if check not in old:
+                fields = {"appId": app_id, "healthCheck": health_check_json(check)}
+                events.append(fx.Publish("add_health_check_event", {**fields, "version": target.version}))
+        events += [
+            fx.Publish("remove_health_check_event", {"appId": app_id, "healthCheck": health_check_json(check)})
+            for check in old
+            if check not in new
+        ]
+    return events

@@ -26,7 +26,7 @@ from butte.frameworks.marathon.model import (
 )
 from butte.frameworks.marathon.pathid import parent
 from butte.frameworks.marathon.readinessbook import ReadinessResult
-from butte.wire.marathon import App, LastTaskFailure
+from butte.wire.marathon import App, LastTaskFailure, health_check_json
 
 Json = dict[str, Any]
 
@@ -36,6 +36,7 @@ STAGED_STATES: Final = frozenset({"TASK_STAGING", ""})
 def app_json(app: App) -> Json:
     """The bare app definition; the deprecated ``ports``/``uris`` only when a client set them."""
     body: Json = msgspec.to_builtins(app)
+    body["healthChecks"] = [health_check_json(check) for check in app.health_checks]
     for deprecated in ("ports", "uris"):
         if body.get(deprecated) is None:
             body.pop(deprecated, None)
