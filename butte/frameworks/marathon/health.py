@@ -20,6 +20,7 @@ import aiohttp
 
 from butte.core.errors import ValidationError
 from butte.frameworks.marathon.model import HealthResult
+from butte.frameworks.marathon.probing import ProbeSession, stop_loops
 from butte.frameworks.marathon.taskinfo import check_port
 from butte.wire.marathon import HealthCheck
 
@@ -89,7 +90,7 @@ class HealthProbe:
         self._on_result = on_result
         self._clock = clock
         self._loops: dict[str, list[asyncio.Task[None]]] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._session = ProbeSession()
 
     def watch(
         self, task_id: str, host: str, ports: Sequence[int], checks: Sequence[HealthCheck], started_at: float
@@ -118,12 +119,8 @@ class HealthProbe:
         """Stop every probe and release the HTTP session."""
         tasks = [task for loops in self._loops.values() for task in loops]
         self._loops.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await stop_loops(tasks)
+        await self._session.close()
 
     def snapshot(self) -> HealthProbeSnapshot:
         """How many tasks and probe loops are running."""
@@ -177,12 +174,5 @@ class HealthProbe:
         url = f"{scheme}://{address}:{port}{check.path or '/'}"
         timeout = aiohttp.ClientTimeout(total=check.timeout_seconds)
         # Marathon accepts any certificate and judges a redirect by its own status (3xx passes).
-        async with self._http().get(url, timeout=timeout, ssl=False, allow_redirects=False) as response:
+        async with self._session.get().get(url, timeout=timeout, ssl=False, allow_redirects=False) as response:
             return http_verdict(response.status, check)
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            # A fresh connection per probe, as Marathon's: a kept-alive socket would hide a server that stopped
-            # accepting connections.
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
-        return self._session

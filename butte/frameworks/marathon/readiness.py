@@ -17,6 +17,7 @@ from typing import final
 
 import aiohttp
 
+from butte.frameworks.marathon.probing import ProbeSession, stop_loops
 from butte.frameworks.marathon.readinessbook import HttpResponse, ReadinessResult
 from butte.wire.marathon import ReadinessCheck
 
@@ -46,7 +47,7 @@ class ReadinessProbe:
     def __init__(self, on_result: ReadinessCallback) -> None:
         self._on_result = on_result
         self._loops: dict[str, asyncio.Task[None]] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._session = ProbeSession()
 
     def watch(self, task_id: str, app_id: str, host: str, port: int, check: ReadinessCheck) -> None:
         """Start probing an instance (replacing an earlier watch of it).
@@ -70,12 +71,8 @@ class ReadinessProbe:
         """Stop every probe and release the HTTP session."""
         tasks = list(self._loops.values())
         self._loops.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await stop_loops(tasks)
+        await self._session.close()
 
     def snapshot(self) -> ReadinessProbeSnapshot:
         """How many instances are being probed."""
@@ -108,14 +105,9 @@ class ReadinessProbe:
         timeout = aiohttp.ClientTimeout(total=check.timeout_seconds)
         try:
             # Marathon accepts any certificate and judges a redirect by its own status.
-            async with self._http().get(url, timeout=timeout, ssl=False, allow_redirects=False) as answer:
+            async with self._session.get().get(url, timeout=timeout, ssl=False, allow_redirects=False) as answer:
                 body = await answer.text(errors="replace") if check.preserve_last_response else ""
                 return HttpResponse(status=answer.status, content_type=answer.content_type, body=body)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             log.debug("readiness probe of %s: %s: %s", url, type(exc).__name__, exc)
             return None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
-        return self._session
