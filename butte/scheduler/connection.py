@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
 from typing import Final, final
 from urllib.parse import urlsplit
 
@@ -28,14 +27,6 @@ STREAM_ID_HEADER: Final = "Mesos-Stream-Id"
 # Mesos compares the Content-Type exactly: "application/json; charset=utf-8" gets 415.
 _SUBSCRIBE_HEADERS: Final = {"Content-Type": "application/json", "Accept": "application/json"}
 MAX_REDIRECTS: Final = 5
-
-RedirectCheck = Callable[[str], str | None]
-"""Given a redirect's target master, why it must not be followed, or None to follow it."""
-
-
-def follow_any_redirect(target: str) -> str | None:
-    """The default :data:`RedirectCheck`: every redirect is followed."""
-    return None
 
 
 def describe(exc: BaseException) -> str:
@@ -115,24 +106,16 @@ class SchedulerEndpoint:
 
     def __init__(self, session: aiohttp.ClientSession, *, call_timeout_s: float = 30.0) -> None:
         self._session = session
-        self._call_timeout_s = call_timeout_s
         self._call_timeout = aiohttp.ClientTimeout(total=call_timeout_s)
-        # The stream stays open for hours, so aiohttp bounds only connecting; the wait for the response headers
-        # is bounded in _post_stream, and idleness afterwards per read (EventStream.next_event).
+        # The stream stays open for hours; only connecting is bounded, idleness is checked per read.
         self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=call_timeout_s)
         self._urls: dict[str, str] = {}
 
-    async def subscribe(
-        self, master: str, call: Call, check_redirect: RedirectCheck = follow_any_redirect
-    ) -> EventStream:
-        """POST SUBSCRIBE to ``master``, following the 307 redirects ``check_redirect`` allows; returns the stream.
-
-        Each hop must answer with headers within the call timeout: a paused master (SIGSTOP) still accepts
-        connections in the kernel but never answers, and waiting on it would hang the framework for good.
+    async def subscribe(self, master: str, call: Call) -> EventStream:
+        """POST SUBSCRIBE to ``master``, following 307 redirects; returns the open stream.
 
         Raises:
-            Disconnected: no answer in time, too many redirects, a redirect without a usable ``Location``, or
-                one ``check_redirect`` refused.
+            Disconnected: no answer, too many redirects, or a redirect without a usable ``Location``.
             CallFailed: any answer other than 200 or 307 (503 is ``CallUnavailable``).
         """
         body = encode(call)
@@ -140,7 +123,8 @@ class SchedulerEndpoint:
             response = await self._post_stream(master, body)
             if response.status == 307:
                 response.release()
-                master = _redirect_target(master, response.headers.get("Location", ""), check_redirect)
+                master = master_from_location(response.headers.get("Location", ""))
+                log.info("redirected to the leading master at %s", master)
                 continue
             if response.status != 200:
                 text = await _read_text(response)
@@ -150,18 +134,15 @@ class SchedulerEndpoint:
 
     async def _post_stream(self, master: str, body: bytes) -> aiohttp.ClientResponse:
         try:
-            async with asyncio.timeout(self._call_timeout_s):  # post() returns once the headers are in
-                return await self._session.post(
-                    self._url(master),
-                    data=body,
-                    headers=_SUBSCRIBE_HEADERS,
-                    allow_redirects=False,
-                    timeout=self._stream_timeout,
-                )
-        except aiohttp.ClientError as exc:  # before TimeoutError: aiohttp's connect timeout is both
+            return await self._session.post(
+                self._url(master),
+                data=body,
+                headers=_SUBSCRIBE_HEADERS,
+                allow_redirects=False,
+                timeout=self._stream_timeout,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise Disconnected(f"SUBSCRIBE to {master} got no answer: {describe(exc)}") from exc
-        except TimeoutError as exc:
-            raise Disconnected(f"SUBSCRIBE to {master} got no answer within {self._call_timeout_s:g}s") from exc
 
     async def send(self, master: str, stream_id: str, call: Call) -> None:
         """POST one call on the current stream's behalf.
@@ -192,15 +173,6 @@ class SchedulerEndpoint:
         if url is None:
             url = self._urls[master] = f"http://{master}{SCHEDULER_PATH}"
         return url
-
-
-def _redirect_target(master: str, location: str, check_redirect: RedirectCheck) -> str:
-    target = master_from_location(location)
-    refusal = check_redirect(target)
-    if refusal is not None:
-        raise Disconnected(f"{master} redirected SUBSCRIBE to {target}; not followed: {refusal}")
-    log.info("%s redirected to the leading master at %s", master, target)
-    return target
 
 
 async def _read_text(response: aiohttp.ClientResponse) -> str:

@@ -7,7 +7,7 @@ The ZooKeeper detector (``zk://host1:2181,host2:2181/butte``, the lowest ``json.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol, final, runtime_checkable
+from typing import Protocol, final
 
 from butte.core.errors import ValidationError
 
@@ -28,32 +28,6 @@ class MasterDetector(Protocol):
     async def close(self) -> None:
         """Release what the detector holds (a ZooKeeper session)."""
         ...
-
-
-@runtime_checkable
-class LeaderWitness(Protocol):
-    """A detector that watches the election itself (ZooKeeper), so it can tell when a master's view is stale."""
-
-    def known_leader(self) -> str | None:
-        """The elected leader's ``host:port`` right now, without waiting; None while none is known."""
-        ...
-
-
-def redirect_refusal(detector: MasterDetector, target: str) -> str | None:
-    """Why a 307 to ``target`` must not be followed, or None to follow it.
-
-    Right after an election a master may still redirect to the old leader (Mesos's master notes that a
-    scheduler can learn of the new leader before the master does, through a ZooKeeper watch delay), and the
-    old leader may be paused: following it would hang. Mesos's own scheduler library never follows a 307 and
-    waits for its detector; Butte follows one unless its detector knows another leader. A fixed address has
-    no view of the election, so its redirects are always followed.
-    """
-    if not isinstance(detector, LeaderWitness):
-        return None
-    known = detector.known_leader()
-    if known is None or known == target:
-        return None
-    return f"the detector's leader is {known}"
 
 
 @final

@@ -10,9 +10,6 @@ Behaviour worth knowing:
   breaks it yields :class:`ConnectionLost` and resubscribes with the framework id (failover), with jittered
   doubling backoff; success yields a new SUBSCRIBED event (reconcile then). An ERROR event is yielded and
   then the iteration ends: the master removed the framework or another instance took over.
-- Each SUBSCRIBE attempt (connecting, redirects, headers, first event) gets ``call_timeout_s``, starts from
-  the detector's leader and is dropped when the detector names another; a 307 to a master other than the one
-  a ZooKeeper detector knows is not followed, since right after an election it may name the paused old leader.
 - Calls made while no stream is open raise :class:`Disconnected` at once rather than waiting: offers die
   with the stream anyway, and an unacknowledged update is simply sent again by the agent.
 - With ``auto_acknowledge`` an UPDATE carrying a ``uuid`` is acknowledged when the consumer asks for the next

@@ -14,14 +14,13 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Final, Literal, final
 
 from butte.core.errors import ButteError
 from butte.scheduler.backoff import Backoff
 from butte.scheduler.calls import subscribe_call
 from butte.scheduler.connection import EventStream, SchedulerEndpoint
-from butte.scheduler.detector import MasterDetector, redirect_refusal
+from butte.scheduler.detector import MasterDetector
 from butte.scheduler.errors import CallUnavailable, Disconnected, FailedOver, SubscribeRefused
 from butte.wire.mesos import FrameworkInfo
 from butte.wire.scheduler import Call, Event, Subscribed
@@ -133,40 +132,16 @@ class Subscription:
             await asyncio.sleep(delay_s)
 
     async def _subscribe_once(self) -> Subscribed:
-        # Every attempt starts from the detector's leader, never from where a failed one was redirected to, and
-        # is abandoned as soon as the detector names another leader: the old one may be paused and never answer.
         leader = await self._detector.leader()
-        attempt = asyncio.create_task(self._attempt(leader))
-        moved = asyncio.create_task(self._detector.next_leader(leader))
+        call = subscribe_call(self.framework_info, self.framework_id, self.suppressed_roles)
+        stream = await self._endpoint.subscribe(leader, call)
         try:
-            await asyncio.wait({attempt, moved}, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:  # cancelled: an attempt that just succeeded must not leave its stream open
-            await _stop(attempt, moved)
-            _close_stream_of(attempt)
+            subscribed = _expect_subscribed(stream, await stream.next_event(self._first_event_timeout_s))
+        except BaseException:  # cancelled too: never leave a half-open stream behind
+            stream.close()
             raise
-        await _stop(attempt, moved)
-        if attempt.cancelled():
-            failure = None if moved.cancelled() else moved.exception()
-            raise Disconnected(f"leader detection failed: {failure!r}" if failure else f"{leader} lost the lead")
-        stream, subscribed = attempt.result()
         self._on_subscribed(leader, stream, subscribed)
         return subscribed
-
-    async def _attempt(self, leader: str) -> tuple[EventStream, Subscribed]:
-        """One SUBSCRIBE with its redirects, headers and first event, all within ``first_event_timeout_s``."""
-        call = subscribe_call(self.framework_info, self.framework_id, self.suppressed_roles)
-        stream: EventStream | None = None
-        try:
-            async with asyncio.timeout(self._first_event_timeout_s):
-                stream = await self._endpoint.subscribe(leader, call, partial(redirect_refusal, self._detector))
-                return stream, _expect_subscribed(stream, await stream.next_event(None))
-        except BaseException as exc:  # cancelled too: never leave a half-open stream behind
-            if stream is not None:
-                stream.close()
-            if isinstance(exc, TimeoutError):
-                where = stream.master if stream is not None else leader
-                raise Disconnected(f"no SUBSCRIBED from {where} within {self._first_event_timeout_s:g}s") from exc
-            raise
 
     def _on_subscribed(self, leader: str, stream: EventStream, subscribed: Subscribed) -> None:
         self._leader = leader
@@ -243,19 +218,6 @@ class Subscription:
         if not self._finished:
             self._finished = True
             self.events.put_nowait(None)
-
-
-async def _stop(*tasks: asyncio.Task[object]) -> None:
-    """Cancel the tasks not done yet and wait until they are."""
-    for task in tasks:
-        if not task.done():
-            task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _close_stream_of(attempt: asyncio.Task[tuple[EventStream, Subscribed]]) -> None:
-    if attempt.done() and not attempt.cancelled() and attempt.exception() is None:
-        attempt.result()[0].close()
 
 
 def _expect_subscribed(stream: EventStream, first: Event | None) -> Subscribed:

@@ -128,10 +128,6 @@ class ZkDetector:
         """The leader's ``ip:port``; waits while no leader is known."""
         return await self.next_leader(None)
 
-    def known_leader(self) -> str | None:
-        """The leader's ``ip:port`` as last seen in ZooKeeper, without waiting (None before the first look)."""
-        return self._address
-
     async def next_leader(self, previous: str | None) -> str:
         """Wait until a leader is known and differs from ``previous``."""
         await self._ensure_started()

@@ -217,7 +217,8 @@ async def fail_over(
     finally:
         old.send_signal(signal.SIGCONT)
     for framework, count in zip(frameworks, before, strict=True):
-        await until(lambda f=framework, c=count: f.resubscriptions > c, timeout=20, what=f"{framework.name} back")
+        # The SDK retries with jittered backoff up to 15 s while no master leads: give it room for two tries.
+        await until(lambda f=framework, c=count: f.resubscriptions > c, timeout=45, what=f"{framework.name} back")
     return old, new
 
 
