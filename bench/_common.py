@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import array
+import contextlib
+import fcntl
 import os
 import shutil
 import statistics
@@ -21,9 +24,37 @@ BIG_AGENT = "cpus:64;mem:65536;disk:100000;ports:[31000-32000]"
 DEFAULT_WORK_ROOT = Path(__file__).resolve().parent.parent / ".butte" / "bench"
 
 
+# ext4 ioctls (linux/fs.h): read and set an inode's flags; TOPDIR asks the allocator to spread subdirectories.
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+FS_TOPDIR_FL = 0x00020000
+
+
+def spread_subdirectories(root: Path) -> None:
+    """Mark ``root`` as a top of a directory hierarchy (``chattr +T``), where the file system supports it.
+
+    A run deletes the previous run's few thousand sandboxes. ext4 without a journal (this kind of VM) will not
+    reuse an inode deleted in the last minute, and a new inode in the same block group is found by stepping
+    over every such inode: a launch right after a clean-up spent a fifth of the machine's CPU there
+    (``recently_deleted`` in ``perf``), and back-to-back runs drifted from ~490 to ~220 tasks/s. With the
+    flag, each run's directory is placed in a block group of its own, away from the inodes just freed.
+    """
+    flags = array.array("i", [0])
+    with contextlib.suppress(OSError):
+        descriptor = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.ioctl(descriptor, FS_IOC_GETFLAGS, flags, True)
+            if not flags[0] & FS_TOPDIR_FL:
+                flags[0] |= FS_TOPDIR_FL
+                fcntl.ioctl(descriptor, FS_IOC_SETFLAGS, flags)
+        finally:
+            os.close(descriptor)
+
+
 def fresh_work_dir(root: Path, name: str) -> Path:
     """An empty directory for one benchmark's cluster."""
     root.mkdir(parents=True, exist_ok=True)
+    spread_subdirectories(root)
     for old in root.glob(f"{name}-*"):
         shutil.rmtree(old, ignore_errors=True)
     # Write back what the previous run left (a thousand sandboxes just deleted) before this one is timed:
