@@ -1,41 +1,28 @@
 """Custom executors: the framework's own executor processes, talking to the agent over the executor API.
 
-The agent starts ``ExecutorInfo.command`` in its own session and sandbox with the MESOS_* environment, holds
-its tasks until it SUBSCRIBEs (then sends LAUNCH for each), relays its updates and messages, passes kills
-and acknowledgements back to it, and shuts it down with SHUTDOWN followed by a SIGKILL of its group after
-the grace period. When the process exits, its unfinished tasks fail (REASON_EXECUTOR_TERMINATED) and the
-master is told EXECUTOR_EXITED. An executor that does not subscribe within
-``--executor_registration_timeout`` is killed.
+The agent holds an executor's tasks until it SUBSCRIBEs (then sends LAUNCH for each), relays its updates and
+messages, passes kills and acknowledgements back to it, and shuts it down with SHUTDOWN followed by a SIGKILL
+of its group after the grace period. Tasks added to a running executor grow its container (Mesos's
+containerizer ``update()``).
 
-An executor runs isolated as command tasks do (the agent's shared ``Containers``): its container holds the
-executor's resources plus its tasks', and grows as tasks are added (Mesos's containerizer ``update()``). A
-container past its memory limit is destroyed and its unfinished tasks fail with the limitation's reason, as
-Mesos's agent reports a container limitation when the executor terminates.
+Starting, adopting and timing out executor processes, and failing their tasks when they exit, is
+``butte.agent.executor_launch``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import os
 import signal
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import final
 
 from butte.agent.api.executor import ExecutorStream
 from butte.agent.context import AgentContext
-from butte.agent.state import ExecutorKind, ExecutorState, FrameworkState, TaskRecord
-from butte.containerizer.environment import executor_environment
-from butte.containerizer.isolators.base import ContainerLimits, Limitation
-from butte.containerizer.isolators.containers import limits_of
-from butte.containerizer.isolators.isolation import ContainerHooks
-from butte.containerizer.launcher import LaunchError, LaunchSpec, Process, UserIds
-from butte.containerizer.sandbox import create_sandbox
+from butte.agent.executor_launch import ExecutorLauncher, ExecutorRun, container_limits
+from butte.agent.state import ExecutorState, FrameworkState, TaskRecord
+from butte.containerizer.launcher import Process
 from butte.core.errors import Forbidden, NotFound
-from butte.executor.command import command_argv
-from butte.wire.agent_link import AgentCall, ExecutorExited, ExecutorToFramework
+from butte.wire.agent_link import AgentCall, ExecutorToFramework
 from butte.wire.base import ID
 from butte.wire.executor import (
     DataMessage,
@@ -46,29 +33,9 @@ from butte.wire.executor import (
     ExecutorLaunch,
     ExecutorSubscribed,
 )
-from butte.wire.mesos import CommandInfo, CommandURI, ContainerID, ContainerStatus, KillPolicy, TaskInfo, TaskStatus
+from butte.wire.mesos import ContainerID, ContainerStatus, KillPolicy, TaskInfo, TaskStatus
 
 log = logging.getLogger(__name__)
-
-
-@final
-@dataclass(slots=True)
-class ExecutorRun:
-    """A running custom executor: its process, its subscription, and tasks it has not been given yet."""
-
-    executor: ExecutorState
-    framework: FrameworkState
-    process: Process | None = None
-    stream: ExecutorStream | None = None
-    queued: list[TaskInfo] = field(default_factory=list)
-    shutting_down: bool = False
-    failure: str | None = None
-    # How its unfinished tasks are reported when the process ends: (message, reason).
-    end_reason: tuple[str, str] = ("Executor terminated", "REASON_EXECUTOR_TERMINATED")
-    watcher: asyncio.Task[None] | None = None
-    timers: list[asyncio.TimerHandle] = field(default_factory=list)
-    container: ContainerHooks | None = None  # its isolation, once its container is planned
-    limited: bool = False
 
 
 @final
@@ -77,7 +44,8 @@ class CustomExecutors:
 
     def __init__(self, context: AgentContext) -> None:
         self._context = context
-        self._runs: dict[tuple[str, str], ExecutorRun] = {}
+        self._launcher = ExecutorLauncher(context)
+        self._runs = self._launcher.runs  # the launcher adds and removes runs; the executor API looks them up
 
     def run_task(self, framework: FrameworkState, task: TaskInfo) -> None:
         """Give a task to its executor, starting the executor first if it is not running."""
@@ -85,13 +53,15 @@ class CustomExecutors:
         key = (framework.framework_id, task.executor.executor_id.value)
         run = self._runs.get(key)
         if run is None:
-            run = self._launch(framework, task)
+            run = self._launcher.launch(framework, task)
         elif run.container is not None:
-            self._context.containers.update(run.executor.container_id, _limits(run.executor, task))
+            self._context.containers.update(run.executor.container_id, container_limits(run.executor, task))
         record = TaskRecord(task, framework.framework_id, run.executor.executor_id, framework.info.user)
         self._context.state.add_task(run.executor, record)
         if run.executor.exited:
-            self._fail_task(run, record, run.failure or "Executor failed to launch", "REASON_CONTAINER_LAUNCH_FAILED")
+            self._launcher.fail_task(
+                run, record, run.failure or "Executor failed to launch", "REASON_CONTAINER_LAUNCH_FAILED"
+            )
             self._context.executor_ended(run.executor)
         elif run.stream is not None:
             run.stream.send(ExecutorEvent(type="LAUNCH", launch=ExecutorLaunch(task=task)))
@@ -99,28 +69,8 @@ class CustomExecutors:
             run.queued.append(task)
 
     def recover(self, framework: FrameworkState, executor: ExecutorState, process: Process | None) -> None:
-        """Reattach to an executor an earlier run of the agent started; it must resubscribe in time.
-
-        Mesos gives recovered executors ``--executor_reregistration_timeout`` to come back and kills the
-        rest; one that exited while the agent was down fails its unfinished tasks.
-        """
-        run = ExecutorRun(executor, framework, process=process)
-        containers = self._context.containers
-        run.container = containers.adopt(executor.container_id, _limits(executor), self._container_limited)
-        if process is None:
-            message = "Executor terminated while the agent was down"
-            for record in list(executor.tasks.values()):
-                self._fail_task(run, record, message, "REASON_EXECUTOR_TERMINATED")
-            executor.exited = True
-            self._context.executor_ended(executor)
-            containers.release(executor.container_id)  # whatever it left behind goes with its container
-            return
-        run.container.started(process.pid)
-        self._runs[(framework.framework_id, executor.executor_id)] = run
-        loop = asyncio.get_running_loop()
-        run.watcher = loop.create_task(self._watch(run, process))
-        timeout_s = self._context.config.executor_reregistration_timeout_s
-        run.timers.append(loop.call_later(timeout_s, self._reregistration_timed_out, run))
+        """Reattach to an executor an earlier run of the agent started; it must resubscribe in time."""
+        self._launcher.adopt(framework, executor, process)
 
     def kill_task(self, executor: ExecutorState, task_id: str, kill_policy: KillPolicy | None) -> None:
         """Drop a task the executor has not got yet; ask the executor to kill one it has."""
@@ -303,168 +253,6 @@ class CustomExecutors:
         )
         return ExecutorEvent(type="SUBSCRIBED", subscribed=subscribed)
 
-    def _launch(self, framework: FrameworkState, task: TaskInfo) -> ExecutorRun:
-        assert task.executor is not None
-        info = task.executor
-        info.framework_id = framework.info.id
-        executor = ExecutorState(info, framework.framework_id, ExecutorKind.CUSTOM, container_id="", directory="")
-        self._context.state.add_executor(executor)
-        run = self._runs[(framework.framework_id, executor.executor_id)] = ExecutorRun(executor, framework)
-        command = info.command or CommandInfo()
-        try:
-            user = self._context.resolve_user(command.user, framework)
-        except NotFound as exc:
-            self._launch_failed(run, str(exc))
-            return run
-        executor.container_id, runs_dir, executor.directory = self._context.plan_container(
-            framework.framework_id, executor.executor_id
-        )
-        prepare = functools.partial(create_sandbox, runs_dir, executor.container_id, user)
-        loop = asyncio.get_running_loop()
-        fetching = functools.partial(self._fetch_into, prepare, command.uris, executor.directory, user)
-        containers, limits = self._context.containers, _limits(executor, task)
-        run.container = containers.hooks(executor.container_id, self._container_limited)
-        # With URIs the fetch makes the sandbox first; the container is set up on the spawn thread either way.
-        isolate = containers.preparing(executor.container_id, limits, None if command.uris else prepare)
-        spec = containers.launch_spec(self._launch_spec(run, command, user), executor.container_id)
-        start = self._start(run, spec, fetching if command.uris else None, isolate)
-        run.watcher = loop.create_task(start)
-        timeout_s = self._context.config.executor_registration_timeout_s
-        run.timers.append(loop.call_later(timeout_s, self._registration_timed_out, run))
-        return run
-
-    async def _start(
-        self,
-        run: ExecutorRun,
-        spec: LaunchSpec,
-        fetch: Callable[[], Awaitable[None]] | None,
-        prepare: Callable[[], object],
-    ) -> None:
-        try:
-            if fetch is not None:  # the fetch makes the sandbox first, then fills it
-                await fetch()
-            process = await self._context.launcher.launch(spec, prepare)
-        except LaunchError as exc:
-            self._launch_failed(run, str(exc))
-            for record in list(run.executor.tasks.values()):
-                self._fail_task(run, record, run.failure or "", "REASON_CONTAINER_LAUNCH_FAILED")
-            run.queued.clear()
-            self._context.executor_ended(run.executor)
-            self._context.containers.release(run.executor.container_id)
-            return
-        run.process = process
-        if run.container is not None:
-            run.container.started(process.pid)
-        log.info(
-            "Launched executor %s of framework %s (pid %d)",
-            run.executor.executor_id,
-            run.framework.framework_id,
-            process.pid,
-        )
-        if run.shutting_down:
-            process.signal_group(signal.SIGKILL)  # shut down (or limited) while it was launching
-        await self._watch(run, process)
-
-    async def _fetch_into(
-        self, prepare: Callable[[], object], uris: list[CommandURI], sandbox: str, user: UserIds | None
-    ) -> None:
-        """Make the executor's sandbox, then fetch ``CommandInfo.uris`` into it (a FetchError is a LaunchError)."""
-        await asyncio.get_running_loop().run_in_executor(None, prepare)
-        await self._context.fetcher.fetch(uris, sandbox, user)
-
-    def _launch_failed(self, run: ExecutorRun, message: str) -> None:
-        log.warning("Failed to launch executor %s: %s", run.executor.executor_id, message)
-        for timer in run.timers:
-            timer.cancel()
-        self._runs.pop((run.framework.framework_id, run.executor.executor_id), None)
-        run.executor.exited = True
-        run.failure = f"Failed to launch executor: {message}"
-        self._send_exited(run.executor, None)
-
-    def _launch_spec(self, run: ExecutorRun, command: CommandInfo, user: UserIds | None) -> LaunchSpec:
-        directory = run.executor.directory
-        context = self._context.executor_context(run.framework, run.executor.executor_id, directory)
-        argv, program = command_argv(command)
-        return LaunchSpec(
-            argv=argv,
-            env=executor_environment(self._context.base_env, context, command.environment),
-            cwd=directory,
-            stdout_path=os.path.join(directory, "stdout"),
-            stderr_path=os.path.join(directory, "stderr"),
-            user=user,
-            executable=program,
-        )
-
-    def _registration_timed_out(self, run: ExecutorRun) -> None:
-        if run.stream is None and run.process is not None and run.process.returncode is None:
-            log.warning("Executor %s did not subscribe in time; killing it", run.executor.executor_id)
-            run.shutting_down = True
-            run.end_reason = ("Executor did not register in time", "REASON_EXECUTOR_REGISTRATION_TIMEOUT")
-            run.process.signal_group(signal.SIGKILL)
-
-    def _reregistration_timed_out(self, run: ExecutorRun) -> None:
-        if run.stream is None and run.process is not None and run.process.returncode is None:
-            log.warning("Executor %s did not resubscribe after recovery; killing it", run.executor.executor_id)
-            run.shutting_down = True
-            run.end_reason = ("Executor did not reregister in time", "REASON_EXECUTOR_REREGISTRATION_TIMEOUT")
-            run.process.signal_group(signal.SIGKILL)
-
-    async def _watch(self, run: ExecutorRun, process: Process) -> None:
-        returncode = await process.wait()
-        for timer in run.timers:
-            timer.cancel()
-        if run.stream is not None:
-            run.stream.close()
-        self._runs.pop((run.framework.framework_id, run.executor.executor_id), None)
-        log.info(
-            "Executor %s of framework %s exited (%d)", run.executor.executor_id, run.framework.framework_id, returncode
-        )
-        # The OOM killer may have ended the executor itself before its event was read: ask the container.
-        limitation = run.container.limitation() if run.container and not run.limited and returncode else None
-        if limitation is not None:
-            run.end_reason = (limitation.message, limitation.reason)
-        message, reason = run.end_reason
-        for record in list(run.executor.tasks.values()):
-            self._fail_task(run, record, message, reason)
-        run.executor.exited = True
-        self._send_exited(run.executor, returncode)
-        self._context.executor_ended(run.executor)
-        self._context.containers.release(run.executor.container_id)
-
-    def _container_limited(self, container_id: str, limitation: Limitation) -> None:
-        """A container past a limit is destroyed; its executor's unfinished tasks fail with the limitation."""
-        run = next((run for run in self._runs.values() if run.executor.container_id == container_id), None)
-        if run is None or run.limited:
-            return
-        run.limited = run.shutting_down = True
-        run.end_reason = (limitation.message, limitation.reason)
-        if run.process is not None:  # else it is killed as soon as it exists
-            run.process.signal_group(signal.SIGKILL)
-
-    def _fail_task(self, run: ExecutorRun, record: TaskRecord, message: str, reason: str) -> None:
-        if not record.terminal and not run.framework.terminating:
-            self._context.reporter.report(
-                record, run.executor, "TASK_FAILED", source="SOURCE_AGENT", message=message, reason=reason
-            )
-
-    def _send_exited(self, executor: ExecutorState, returncode: int | None) -> None:
-        # Mesos reports the raw wait status: exit code in the high byte, or the signal number.
-        status = None if returncode is None else (returncode << 8 if returncode >= 0 else -returncode)
-        exited = ExecutorExited(
-            framework_id=ID(value=executor.framework_id), executor_id=executor.info.executor_id, status=status
-        )
-        self._context.send(
-            AgentCall(type="EXECUTOR_EXITED", agent_id=ID(value=self._context.agent_id), executor_exited=exited)
-        )
-
     def _grace_period_s(self, run: ExecutorRun) -> float:
         period = run.executor.info.shutdown_grace_period
         return period.nanoseconds / 1e9 if period else self._context.config.executor_shutdown_grace_period_s
-
-
-def _limits(executor: ExecutorState, adding: TaskInfo | None = None) -> ContainerLimits:
-    """What the executor's container may use: the executor's own resources plus its unfinished tasks'."""
-    tasks = [record.info for record in executor.tasks.values() if not record.terminal]
-    if adding is not None:
-        tasks.append(adding)
-    return limits_of([*executor.info.resources, *(resource for task in tasks for resource in task.resources)])
