@@ -20,7 +20,13 @@ from butte.containerizer.isolators.base import memory_limitation
 from butte.containerizer.isolators.cgroups_v1 import CgroupsV1
 from butte.containerizer.isolators.cgroups_v2 import CgroupsV2
 from butte.containerizer.isolators.containers import OOM_CONFIRM_TRIES, Containers
-from butte.containerizer.isolators.oom_events import IN_IGNORED, IN_MODIFY, MemoryEventsWatch, OomEventFd, _parse_events
+from butte.containerizer.isolators.oom_events import (
+    IN_IGNORED,
+    IN_MODIFY,
+    MemoryEventsWatch,
+    OomEventFds,
+    _parse_events,
+)
 from butte.testing.wait import until
 
 MB = 1024 * 1024
@@ -121,7 +127,7 @@ def test_v1_eventfd_fires_on_oom_and_update_grows_memory_only(v1_bases: dict[str
     assert isolation.prepare("c1", ContainerLimits(cpus=0.5, mem_mb=32)) is True
     assert isolation.prepare("c1", ContainerLimits(cpus=0.5, mem_mb=32)) is False  # a group's next task
     [source] = isolation.oom_events("c1")
-    assert isinstance(source, OomEventFd) and source.fired() == []
+    assert isinstance(source, OomEventFds) and source.fired() == [] and source.watched() == ["c1"]
     child = subprocess.Popen([*isolation.prelude("c1"), *HOG], start_new_session=True)
     assert select.select([source], [], [], 30)[0] == [source]  # before the child is even reaped
     assert source.fired() == ["c1"]
@@ -134,9 +140,31 @@ def test_v1_eventfd_fires_on_oom_and_update_grows_memory_only(v1_bases: dict[str
     isolation.update("c1", ContainerLimits(cpus=1.0, mem_mb=48))
     assert int(memory.read_text()) == 48 * MB
     assert isolation.usage("c1")["cpus_limit"] == 1.0
-    assert source.unwatch("c1") is True
+    assert source.unwatch("c1") is False  # the epoll set stays for containers to come
+    assert source.watched() == []
     source.close()
     isolation.destroy("c1")
+
+
+@pytest.mark.skipif(v1_missing() is not None, reason=str(v1_missing()))
+def test_v1_eventfds_share_one_epoll_set_and_name_only_the_container_that_hit_oom(v1_bases: dict[str, str]) -> None:
+    isolation = Isolation([CgroupsV1(v1_bases)], ["cgroups/mem"])
+    for container_id in ("quiet", "hog"):
+        isolation.prepare(container_id, ContainerLimits(cpus=0.1, mem_mb=32))
+    [quiet] = isolation.oom_events("quiet")
+    [hog] = isolation.oom_events("hog")
+    assert quiet is hog and isinstance(hog, OomEventFds)
+    assert sorted(hog.watched()) == ["hog", "quiet"]
+    child = subprocess.Popen([*isolation.prelude("hog"), *HOG], start_new_session=True)
+    assert select.select([hog], [], [], 30)[0] == [hog]
+    assert hog.fired() == ["hog"]
+    assert hog.fired() == []  # read once, gone
+    child.wait(timeout=30)
+    assert hog.unwatch("quiet") is False and hog.watched() == ["hog"]
+    assert hog.unwatch("quiet") is False  # twice is harmless
+    hog.close()
+    for container_id in ("quiet", "hog"):
+        isolation.destroy(container_id)
 
 
 # ---- the agent's containers: events, confirmation, release ----

@@ -95,6 +95,15 @@ class Isolator:
     def cleanup(self, container_id: str) -> None:
         """Undo :meth:`prepare` once every process of the container has ended."""
 
+    def destroy(self, container_id: str) -> None:
+        """Kill whatever is left of the container, then undo its isolation (blocking).
+
+        Raises:
+            OSError: the isolation could not be undone.
+        """
+        self.kill(container_id)
+        self.cleanup(container_id)
+
 
 def read_text(path: str) -> str | None:
     """A small file's content, or None when it is not there."""

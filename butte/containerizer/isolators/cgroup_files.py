@@ -37,8 +37,28 @@ def kill_cgroup(directory: str, deadline_s: float = KILL_DEADLINE_S) -> bool:
         time.sleep(RETRY_PAUSE_S)
 
 
+def make_cgroup(directory: str) -> None:
+    """Make a container's cgroup (nothing when it is there already: recovery prepares again).
+
+    One ``mkdir``: its parent is nearly always there, and ``os.makedirs`` looks at every level first.
+
+    Raises:
+        OSError: it could not be made.
+    """
+    try:
+        os.mkdir(directory)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        os.makedirs(directory, exist_ok=True)
+
+
 def remove_cgroup(directory: str, deadline_s: float = KILL_DEADLINE_S) -> None:
-    """Remove a cgroup directory, waiting while killed processes are still being released (EBUSY).
+    """Remove a cgroup directory, killing what is still in it first (EBUSY) and waiting for it to be released.
+
+    The removal is tried first: when a container ends, its cgroup is nearly always empty already (its pid
+    namespace went with its init, or its one process has exited), and listing a v1 cgroup's processes costs
+    more than the removal itself.
 
     Raises:
         OSError: it could not be removed before the deadline.

@@ -3,13 +3,14 @@
 cpus become ``cpu.shares`` (1024 per cpu, as Mesos) and, with ``--cgroups_enable_cfs``, a CFS quota over a
 100 ms period; mem becomes ``memory.limit_in_bytes``. The kernel's OOM killer enforces the memory limit;
 the ``oom_kill`` count in ``memory.oom_control`` tells the agent it happened, and an eventfd registered on
-that file (:mod:`oom_events`) tells it at once. Usage comes from
+that file (:mod:`oom_events`, one epoll set for every container) tells it at once. Usage comes from
 ``cpuacct.stat`` and ``memory.stat``.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 from typing import final
 
@@ -23,8 +24,8 @@ from butte.containerizer.isolators.base import (
     read_keyed,
     write_text,
 )
-from butte.containerizer.isolators.cgroup_files import cgroup_pids, kill_cgroup, remove_cgroup
-from butte.containerizer.isolators.oom_events import EventSource, OomEventFd
+from butte.containerizer.isolators.cgroup_files import cgroup_pids, kill_cgroup, make_cgroup, remove_cgroup
+from butte.containerizer.isolators.oom_events import EventSource, OomEventFds
 
 CPU_SHARES_PER_CPU = 1024
 MIN_CPU_SHARES = 2  # the kernel's floor
@@ -43,6 +44,8 @@ class CgroupsV1(Isolator):
     def __init__(self, bases: Mapping[str, str], enable_cfs: bool = False) -> None:
         self._bases = dict(bases)
         self._enable_cfs = enable_cfs
+        self._oom: OomEventFds | None = None  # made on the first container with a memory cgroup to watch
+        self._oom_lock = threading.Lock()
 
     def _dir(self, controller: str, container_id: str) -> str | None:
         base = self._bases.get(controller)
@@ -59,7 +62,7 @@ class CgroupsV1(Isolator):
             OSError: a cgroup could not be made or limited.
         """
         for directory in self._dirs(container_id):
-            os.makedirs(directory, exist_ok=True)
+            make_cgroup(directory)
         self._write_cpu(container_id, limits)
         memory_dir = self._dir("memory", container_id)
         if memory_dir is not None and limits.mem_bytes is not None:
@@ -95,13 +98,19 @@ class CgroupsV1(Isolator):
             write_text(os.path.join(cpu_dir, "cpu.cfs_quota_us"), str(quota))
 
     def oom_events(self, container_id: str) -> EventSource | None:
-        """An eventfd for the container's OOM notifications, when it has a memory cgroup.
+        """The shared set of OOM eventfds, now also the container's, when it has a memory cgroup.
 
         Raises:
             OSError: the kernel refused the registration.
         """
         memory_dir = self._dir("memory", container_id)
-        return None if memory_dir is None else OomEventFd(container_id, memory_dir)
+        if memory_dir is None:
+            return None
+        with self._oom_lock:
+            if self._oom is None:
+                self._oom = OomEventFds()
+        self._oom.watch(container_id, memory_dir)
+        return self._oom
 
     def join_paths(self, container_id: str) -> tuple[str, ...]:
         """Every hierarchy's ``cgroup.procs`` of the container."""
@@ -167,3 +176,11 @@ class CgroupsV1(Isolator):
         """
         for directory in self._dirs(container_id):
             remove_cgroup(directory)
+
+    def destroy(self, container_id: str) -> None:
+        """Remove the container's cgroups, killing only what keeps one of them busy (:func:`remove_cgroup`).
+
+        Raises:
+            OSError: a cgroup could not be removed.
+        """
+        self.cleanup(container_id)

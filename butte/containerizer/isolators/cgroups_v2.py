@@ -24,7 +24,7 @@ from butte.containerizer.isolators.base import (
     read_keyed,
     write_text,
 )
-from butte.containerizer.isolators.cgroup_files import cgroup_pids, kill_cgroup, remove_cgroup
+from butte.containerizer.isolators.cgroup_files import cgroup_pids, kill_cgroup, make_cgroup, remove_cgroup
 from butte.containerizer.isolators.cgroups_v1 import CFS_PERIOD_US, MIN_CFS_QUOTA_US
 from butte.containerizer.isolators.oom_events import EventSource, MemoryEventsWatch
 
@@ -73,7 +73,7 @@ class CgroupsV2(Isolator):
         if not self._base_ready:
             self._make_base()
         directory = self._dir(container_id)
-        os.makedirs(directory, exist_ok=True)
+        make_cgroup(directory)
         self._write_cpu(directory, limits)
         if "memory" in self._controllers and limits.mem_bytes is not None:
             write_text(os.path.join(directory, "memory.max"), str(limits.mem_bytes))
@@ -167,3 +167,17 @@ class CgroupsV2(Isolator):
             OSError: it could not be removed.
         """
         remove_cgroup(self._dir(container_id))
+
+    def destroy(self, container_id: str) -> None:
+        """Remove the container's cgroup; only when something still runs in it, ``cgroup.kill`` it first.
+
+        Raises:
+            OSError: it could not be removed.
+        """
+        try:
+            os.rmdir(self._dir(container_id))
+        except FileNotFoundError:
+            return
+        except OSError:
+            self.kill(container_id)
+            self.cleanup(container_id)

@@ -64,6 +64,8 @@ class Containers:
         self._poller: asyncio.Task[None] | None = None
         self._emptied = asyncio.Event()
         self._updater: ThreadPoolExecutor | None = None  # one thread: updates apply in the order they were made
+        # Containers are destroyed here, off the loop; nobody waits for it, so no future comes back to the loop.
+        self._destroyer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="destroy")
 
     @classmethod
     def for_agent(cls, isolation_flag: str, cgroups_root: str, enable_cfs: bool) -> Containers:
@@ -76,7 +78,7 @@ class Containers:
         # Joins and namespaces use it, and so does every checkpointed task: it records the exit status at a
         # third of the cost of the `sh -c` wrapper (built once per host and version, then cached).
         isolation.helper = build_helper()
-        launcher = "butte-isolate" if isolation.helper else "sh/unshare" if isolation.prelude("-") else "direct"
+        launcher = "butte-isolate" if isolation.helper else "sh/unshare" if isolation.has_prelude else "direct"
         log.info("Isolation: %s (asked for %s; tasks start %s)", isolation.describe(), isolation_flag, launcher)
         return cls(isolation)
 
@@ -88,7 +90,7 @@ class Containers:
         """
         if spec.exit_status_path is not None and self.isolation.helper is not None:
             spec = dataclasses.replace(spec, status_helper=self.isolation.helper)
-        if not self.isolation.prelude(container_id):
+        if not self.isolation.has_prelude:
             return spec
         user = spec.user
         if user is None or (user.uid == os.geteuid() and user.gid == os.getegid()):
@@ -130,7 +132,14 @@ class Containers:
             raise LaunchError(f"Failed to isolate container {container_id}: {exc}") from exc
         if first:
             sources = self.isolation.oom_events(container_id)
-            if sources:
+            if sources and all(source.fileno() in self._readers for source in sources):
+                # Shared sources (one epoll set or inotify instance for all) are read already: note the
+                # container without waking the loop (dict steps are atomic; the loop only pops).
+                self._sources[container_id] = sources
+                if container_id not in self._handlers:  # released meanwhile (its launch was given up)
+                    for source in self._sources.pop(container_id, []):
+                        source.unwatch(container_id)
+            elif sources:
                 loop.call_soon_threadsafe(self._arm, container_id, sources)
 
     def adopt(self, container_id: str, limits: ContainerLimits, on_limitation: OnLimitation) -> ContainerHooks:
@@ -162,12 +171,18 @@ class Containers:
         self._disarm(container_id)
         if not self._handlers:
             self._emptied.set()
-        if not self.isolation.prelude("-"):
+        if not self.isolation.has_prelude:
             # posix only: forgetting the container touches no cgroup, and a thread hop per task ended costs
             # more (GIL hand-offs) than the work itself.
             self.isolation.destroy(container_id)
             return
-        asyncio.get_running_loop().run_in_executor(None, self.isolation.destroy, container_id)
+        self._destroyer.submit(self._destroy, container_id)
+
+    def _destroy(self, container_id: str) -> None:
+        try:
+            self.isolation.destroy(container_id)
+        except Exception:  # nobody waits for this future: say what went wrong here
+            log.exception("Failed to destroy container %s", container_id)
 
     async def statistics(self, container_ids: Iterable[str]) -> dict[str, Statistics]:
         """Mesos's ``ResourceStatistics`` of each container the isolation knows, read off the loop."""

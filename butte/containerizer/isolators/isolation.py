@@ -37,6 +37,11 @@ class Isolation:
         self.isolators = tuple(isolators)
         self.names = tuple(names)
         self.helper = helper  # butte-isolate's path, when built (isolators.helper); else sh + unshare
+        # Whether tasks start under a prelude at all (cgroups to join, a namespace, a wrapper): asked per task.
+        self.has_prelude = any(
+            isolator.join_paths("-") or isolator.makes_pid_namespace or isolator.wrapper()
+            for isolator in self.isolators
+        )
         self._limits: dict[str, ContainerLimits] = {}
         # Limits an update brought before the container was prepared (an executor still launching).
         self._pending: dict[str, ContainerLimits] = {}
@@ -164,8 +169,7 @@ class Isolation:
             return
         for isolator in self.isolators:
             try:
-                isolator.kill(container_id)
-                isolator.cleanup(container_id)
+                isolator.destroy(container_id)
             except OSError:
                 log.exception("Failed to clean up container %s (%s)", container_id, isolator.name)
 

@@ -1,9 +1,10 @@
 """Kernel notifications of an OOM in a container, so a memory limitation is seen at once rather than at a poll.
 
 cgroup v1: an eventfd registered for ``memory.oom_control`` through ``cgroup.event_control`` becomes readable
-when the cgroup hits OOM (Mesos's memory isolator listens the same way). cgroup v2: ``memory.events`` raises a
-"file modified" event whenever one of its counters moves, so one inotify instance watches every container's
-file (one instance, not one per container: ``fs.inotify.max_user_instances`` is often only 128).
+when the cgroup hits OOM (Mesos's memory isolator listens the same way); one epoll instance holds them all.
+cgroup v2: ``memory.events`` raises a "file modified" event whenever one of its counters moves, so one inotify
+instance watches every container's file (one instance, not one per container: ``fs.inotify.max_user_instances``
+is often only 128).
 
 A source is a file descriptor the agent's event loop reads; :meth:`EventSource.fired` names the containers
 whose events came in. An event only says "look now": the caller confirms with the isolator's ``limitation``
@@ -16,6 +17,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import select
 import struct
 import threading
 from typing import Protocol, final
@@ -52,51 +54,87 @@ class EventSource(Protocol):
 
 
 @final
-class OomEventFd:
-    """cgroup v1: an eventfd the kernel signals when one container's memory cgroup hits OOM.
+class OomEventFds:
+    """cgroup v1: an eventfd per container, which the kernel signals when its memory cgroup hits OOM, all held
+    in one epoll instance: the event loop reads that one descriptor, and a container is watched from the spawn
+    thread that prepares it, without a hop to the loop.
 
-    The registration lives as long as the eventfd (or the cgroup): closing it unregisters.
+    A registration lives as long as its eventfd (or its cgroup): closing the eventfd unregisters it, and takes
+    it out of the epoll set with it. The kernel also signals the eventfd when the cgroup goes; a container is
+    unwatched before its cgroup is removed, so that never reaches :meth:`fired`.
     """
 
-    def __init__(self, container_id: str, memory_dir: str) -> None:
-        """Register for the OOM notifications of the cgroup in ``memory_dir``.
+    def __init__(self) -> None:
+        """Make the epoll instance.
+
+        Raises:
+            OSError: the kernel refused one.
+        """
+        self._epoll = select.epoll()
+        self._lock = threading.Lock()  # watched on spawn threads, fired and unwatched on the event loop
+        self._by_fd: dict[int, str] = {}
+        self._by_container: dict[str, int] = {}
+
+    def fileno(self) -> int:
+        """The epoll descriptor: readable when any container's eventfd is."""
+        return self._epoll.fileno()
+
+    def watch(self, container_id: str, memory_dir: str) -> None:
+        """Register for the OOM notifications of the container's cgroup in ``memory_dir``.
 
         Raises:
             OSError: the cgroup has no ``memory.oom_control`` or refused the registration.
         """
-        self.container_id = container_id
-        self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        event = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         try:
             control = os.open(os.path.join(memory_dir, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
             try:
-                write_text(os.path.join(memory_dir, "cgroup.event_control"), f"{self._fd} {control}")
+                write_text(os.path.join(memory_dir, "cgroup.event_control"), f"{event} {control}")
             finally:
                 os.close(control)  # the kernel holds what it needs from it; only the eventfd must stay open
+            with self._lock:
+                self._epoll.register(event, select.EPOLLIN)
+                self._by_fd[event] = container_id
+                self._by_container[container_id] = event
         except OSError:
-            os.close(self._fd)
+            os.close(event)
             raise
 
-    def fileno(self) -> int:
-        """The eventfd."""
-        return self._fd
-
     def fired(self) -> list[str]:
-        """This container, when the counter was non-zero (reading resets it)."""
-        try:
-            os.eventfd_read(self._fd)
-        except BlockingIOError:
-            return []
-        return [self.container_id]
+        """The containers whose eventfd was signalled since the last call (reading resets each)."""
+        found: list[str] = []
+        with self._lock:
+            for event, _ in self._epoll.poll(0):
+                container_id = self._by_fd.get(event)
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_read(event)
+                    if container_id is not None:
+                        found.append(container_id)
+        return found
 
     def unwatch(self, container_id: str) -> bool:
-        """Its only container: nothing is left to watch."""
-        return True
+        """Close the container's eventfd (ending its registration); the epoll stays for containers to come."""
+        with self._lock:
+            event = self._by_container.pop(container_id, None)
+            if event is None:
+                return False
+            del self._by_fd[event]
+            os.close(event)  # under the lock: a watch on another thread must not get this number back meanwhile
+        return False
+
+    def watched(self) -> list[str]:
+        """The containers watched now."""
+        with self._lock:
+            return list(self._by_container)
 
     def close(self) -> None:
-        """Close the eventfd, which ends the registration."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        """Close every eventfd and the epoll instance."""
+        with self._lock:
+            for event in self._by_fd:
+                os.close(event)
+            self._by_fd.clear()
+            self._by_container.clear()
+            self._epoll.close()
 
 
 class _Libc(Protocol):
