@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from butte.containerizer.isolators import CgroupLayout, ContainerLimits, Isolation, build_isolation, detect_cgroups
-from butte.containerizer.isolators.base import MEMORY_LIMITATION, Isolator, memory_limitation, read_keyed
+from butte.containerizer.isolators.base import MEMORY_LIMITATION, Isolator, Limitation, memory_limitation, read_keyed
 from butte.containerizer.isolators.cgroups_v2 import cpu_weight
 from butte.containerizer.isolators.containers import limits_of
 from butte.containerizer.isolators.detect import parse_isolation
@@ -107,6 +108,33 @@ class Recorder(Isolator):
 
     def cleanup(self, container_id: str) -> None:
         self.calls.append(f"cleanup {container_id}")
+
+
+class Unreadable(Isolator):
+    """Past its limit for every container but one, whose files cannot be read (a cgroup being removed)."""
+
+    name = "unreadable"
+
+    def limitation(self, container_id: str) -> Limitation | None:
+        if container_id == "going":
+            raise OSError(errno.ENODEV, "No such device")
+        return memory_limitation(MB, MB)
+
+
+def test_a_container_that_cannot_be_read_is_skipped_by_the_poll_not_fatal_to_it() -> None:
+    isolation = Isolation([Unreadable()], ["unreadable"])
+    for container_id in ("a", "going", "b"):
+        isolation.prepare(container_id, ContainerLimits(mem_mb=1))
+    assert [container_id for container_id, _ in isolation.limitations()] == ["a", "b"]
+
+
+def test_a_destroy_kills_then_cleans_up_unless_the_isolator_says_otherwise(tmp_path: Path) -> None:
+    recorder = Recorder(str(tmp_path / "procs"))
+    isolation = Isolation([recorder], ["recorder"])
+    isolation.prepare("c1", ContainerLimits())
+    isolation.destroy("c1")
+    isolation.destroy("c1")  # a second time: nothing left to do
+    assert recorder.calls == ["prepare c1", "kill c1", "cleanup c1"]
 
 
 def test_prelude_writes_the_child_pid_then_execs_the_wrapped_command(tmp_path: Path) -> None:

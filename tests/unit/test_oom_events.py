@@ -160,8 +160,12 @@ def test_v1_eventfds_share_one_epoll_set_and_name_only_the_container_that_hit_oo
     assert hog.fired() == ["hog"]
     assert hog.fired() == []  # read once, gone
     child.wait(timeout=30)
+    held = os.dup(hog._by_container["quiet"])  # as a child between its fork and its exec holds it
     assert hog.unwatch("quiet") is False and hog.watched() == ["hog"]
     assert hog.unwatch("quiet") is False  # twice is harmless
+    os.eventfd_write(held, 1)  # e.g. the kernel saying the cgroup went: no longer in the set
+    assert select.select([hog], [], [], 0.1)[0] == [] and hog.fired() == []
+    os.close(held)
     hog.close()
     for container_id in ("quiet", "hog"):
         isolation.destroy(container_id)

@@ -8,6 +8,7 @@ Statistics use the names of Mesos's ``ResourceStatistics``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, final
@@ -106,12 +107,16 @@ class Isolator:
 
 
 def read_text(path: str) -> str | None:
-    """A small file's content, or None when it is not there."""
+    """A small file's content, or None when it is not there (a cgroup being removed answers ENODEV)."""
     try:
         with open(path) as handle:
             return handle.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:
+            return None
+        raise
 
 
 def read_int(path: str) -> int | None:

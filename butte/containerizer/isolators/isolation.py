@@ -154,9 +154,17 @@ class Isolation:
         return None
 
     def limitations(self) -> list[tuple[str, Limitation]]:
-        """Every container past a limit right now (the agent polls this)."""
-        found = ((container_id, self.limitation(container_id)) for container_id in list(self._limits))
-        return [(container_id, limitation) for container_id, limitation in found if limitation is not None]
+        """Every container past a limit right now (the agent polls this; one that cannot be read is skipped)."""
+        found: list[tuple[str, Limitation]] = []
+        for container_id in list(self._limits):
+            try:
+                limitation = self.limitation(container_id)
+            except OSError:  # destroyed meanwhile, or its cgroup refused a read: the next poll looks again
+                log.debug("Could not read the limits of container %s", container_id, exc_info=True)
+                continue
+            if limitation is not None:
+                found.append((container_id, limitation))
+        return found
 
     def containers(self) -> list[str]:
         """The containers set up and not yet destroyed."""

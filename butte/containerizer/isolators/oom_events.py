@@ -119,6 +119,9 @@ class OomEventFds:
             if event is None:
                 return False
             del self._by_fd[event]
+            # Out of the set first: a child between its fork and its exec may still hold the eventfd open,
+            # which would keep it in the set, readable (the cgroup's removal signals it) and nameless.
+            self._epoll.unregister(event)
             os.close(event)  # under the lock: a watch on another thread must not get this number back meanwhile
         return False
 
