@@ -138,19 +138,30 @@ def test_pid_namespace_shows_only_the_task_and_passes_its_exit_on(helper: str | 
     assert child.returncode == 7 and int(own_pid) <= 2 and int(visible) <= 4
 
 
+@pytest.fixture(scope="module")
+def helper_builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None]:
+    """The helper as agents build it (without the C library where it can), and built with the C library."""
+    with_libc = build_helper(tmp_path_factory.mktemp("helper-libc"), builds=(("-static",), ()))
+    return {"default": HELPER, "libc": with_libc}
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or HELPER is None, reason="needs root and a C compiler for butte-isolate")
-def test_helper_refuses_to_run_a_task_it_cannot_isolate(tmp_path: Path) -> None:
-    assert HELPER is not None
+@pytest.mark.parametrize("build", ["default", "libc"])
+def test_helper_refuses_to_run_a_task_it_cannot_isolate(
+    tmp_path: Path, helper_builds: dict[str, str | None], build: str
+) -> None:
+    helper = helper_builds[build]  # the same checks for each build of the one source
+    assert helper is not None
     marker = tmp_path / "ran"
-    refused = subprocess.run([HELPER, str(tmp_path / "absent" / "cgroup.procs"), "--", "touch", str(marker)])
+    refused = subprocess.run([helper, str(tmp_path / "absent" / "cgroup.procs"), "--", "touch", str(marker)])
     assert refused.returncode == 125 and not marker.exists()
-    assert subprocess.run([HELPER, "--", "no-such-program-here"], capture_output=True).returncode == 127
+    assert subprocess.run([helper, "--", "no-such-program-here"], capture_output=True).returncode == 127
     script = "trap 'echo term; exit 5' TERM; echo ready; sleep 60 & wait"
-    graceful = subprocess.Popen([HELPER, "--pidns", "--", "sh", "-c", script], stdout=subprocess.PIPE, text=True)
+    graceful = subprocess.Popen([helper, "--pidns", "--", "sh", "-c", script], stdout=subprocess.PIPE, text=True)
     assert graceful.stdout is not None and graceful.stdout.readline() == "ready\n"
     graceful.terminate()  # passed on to the task, which may end as it likes (a kill's grace period)
     assert graceful.wait(timeout=10) == 5 and graceful.stdout.read() == "term\n"
     graceful.stdout.close()
-    killed = subprocess.Popen([HELPER, "--pidns", "--", "sleep", "60"])
+    killed = subprocess.Popen([helper, "--pidns", "--", "sleep", "60"])
     killed.kill()  # the leader's death takes the namespace's init, and all in it, with it
     assert killed.wait(timeout=10) == -9
