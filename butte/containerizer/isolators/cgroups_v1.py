@@ -42,18 +42,20 @@ class CgroupsV1(Isolator):
     name = "cgroups-v1"
 
     def __init__(self, bases: Mapping[str, str], enable_cfs: bool = False) -> None:
-        self._bases = dict(bases)
+        self._bases = {controller: base.rstrip("/") for controller, base in bases.items()}
+        # Co-mounted controllers (cpu,cpuacct) share one directory: make and join it once.
+        self._unique_bases = tuple(sorted(set(self._bases.values())))
         self._enable_cfs = enable_cfs
         self._oom: OomEventFds | None = None  # made on the first container with a memory cgroup to watch
         self._oom_lock = threading.Lock()
 
+    # Paths are joined with f-strings: these run several times per task launched, and a container id has no "/".
     def _dir(self, controller: str, container_id: str) -> str | None:
         base = self._bases.get(controller)
-        return None if base is None else os.path.join(base, container_id)
+        return None if base is None else f"{base}/{container_id}"
 
     def _dirs(self, container_id: str) -> list[str]:
-        # Co-mounted controllers (cpu,cpuacct) share one directory: make and join it once.
-        return sorted({os.path.join(base, container_id) for base in self._bases.values()})
+        return [f"{base}/{container_id}" for base in self._unique_bases]
 
     def prepare(self, container_id: str, limits: ContainerLimits) -> None:
         """Make the container's cgroups and write its limits.
@@ -114,7 +116,7 @@ class CgroupsV1(Isolator):
 
     def join_paths(self, container_id: str) -> tuple[str, ...]:
         """Every hierarchy's ``cgroup.procs`` of the container."""
-        return tuple(os.path.join(directory, "cgroup.procs") for directory in self._dirs(container_id))
+        return tuple(f"{base}/{container_id}/cgroup.procs" for base in self._unique_bases)
 
     def usage(self, container_id: str) -> Statistics:
         """CPU times, memory and process counts of the container."""

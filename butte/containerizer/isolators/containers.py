@@ -88,16 +88,17 @@ class Containers:
         A task's own user could not join a root-owned cgroup or make a namespace, so the prelude starts as the
         agent and ends with util-linux ``setpriv`` to the task's user.
         """
-        if spec.exit_status_path is not None and self.isolation.helper is not None:
-            spec = dataclasses.replace(spec, status_helper=self.isolation.helper)
+        helper = self.isolation.helper if spec.exit_status_path is not None else None
         if not self.isolation.has_prelude:
-            return spec
+            return spec if helper is None else dataclasses.replace(spec, status_helper=helper)
         user = spec.user
-        if user is None or (user.uid == os.geteuid() and user.gid == os.getegid()):
-            return dataclasses.replace(spec, prelude=self.isolation.prelude(container_id))
-        groups = f"--groups={','.join(map(str, user.groups))}" if user.groups else "--clear-groups"
-        switch = (SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", groups, "--")
-        return dataclasses.replace(spec, prelude=self.isolation.prelude(container_id, switch), user=None)
+        switch: tuple[str, ...] = ()
+        if user is not None and (user.uid != os.geteuid() or user.gid != os.getegid()):
+            groups = f"--groups={','.join(map(str, user.groups))}" if user.groups else "--clear-groups"
+            switch = (SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", groups, "--")
+            user = None  # setpriv switches, at the end of the prelude
+        prelude = self.isolation.prelude(container_id, switch)
+        return dataclasses.replace(spec, prelude=prelude, user=user, status_helper=helper)
 
     def hooks(self, container_id: str, on_limitation: OnLimitation) -> ContainerHooks:
         """What a runner tells the container; ``on_limitation`` hears of a limit it passes (from now on)."""
