@@ -106,16 +106,22 @@ class SchedulerEndpoint:
 
     def __init__(self, session: aiohttp.ClientSession, *, call_timeout_s: float = 30.0) -> None:
         self._session = session
+        self._call_timeout_s = call_timeout_s
         self._call_timeout = aiohttp.ClientTimeout(total=call_timeout_s)
-        # The stream stays open for hours; only connecting is bounded, idleness is checked per read.
+        # The stream stays open for hours, so aiohttp bounds only connecting; the wait for the response headers
+        # is bounded in _post_stream, and idleness afterwards per read (EventStream.next_event).
         self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=call_timeout_s)
         self._urls: dict[str, str] = {}
 
     async def subscribe(self, master: str, call: Call) -> EventStream:
         """POST SUBSCRIBE to ``master``, following 307 redirects; returns the open stream.
 
+        Each hop must answer with its headers within the call timeout: a paused master (SIGSTOP), or one a 307
+        names just after it lost the election, still accepts connections in the kernel but never answers, and
+        waiting on it would hang the framework for good. The caller starts again from its detector.
+
         Raises:
-            Disconnected: no answer, too many redirects, or a redirect without a usable ``Location``.
+            Disconnected: no answer in time, too many redirects, or a redirect without a usable ``Location``.
             CallFailed: any answer other than 200 or 307 (503 is ``CallUnavailable``).
         """
         body = encode(call)
@@ -134,15 +140,18 @@ class SchedulerEndpoint:
 
     async def _post_stream(self, master: str, body: bytes) -> aiohttp.ClientResponse:
         try:
-            return await self._session.post(
-                self._url(master),
-                data=body,
-                headers=_SUBSCRIBE_HEADERS,
-                allow_redirects=False,
-                timeout=self._stream_timeout,
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            async with asyncio.timeout(self._call_timeout_s):  # post() returns once the headers are in
+                return await self._session.post(
+                    self._url(master),
+                    data=body,
+                    headers=_SUBSCRIBE_HEADERS,
+                    allow_redirects=False,
+                    timeout=self._stream_timeout,
+                )
+        except aiohttp.ClientError as exc:  # before TimeoutError: aiohttp's connect timeout is both
             raise Disconnected(f"SUBSCRIBE to {master} got no answer: {describe(exc)}") from exc
+        except TimeoutError as exc:
+            raise Disconnected(f"SUBSCRIBE to {master} got no answer within {self._call_timeout_s:g}s") from exc
 
     async def send(self, master: str, stream_id: str, call: Call) -> None:
         """POST one call on the current stream's behalf.

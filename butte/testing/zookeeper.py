@@ -228,10 +228,16 @@ class HaCluster:
         return state
 
     async def leader(self) -> ButteProcess | None:
-        """The running master that says it leads, or None (all asked at once: one may be paused)."""
+        """The running master that says it leads, when exactly one does; else None (all asked at once: one may
+        be paused).
+
+        A master resumed after a pause past its session still says it leads until it has seen its session
+        expire: asked in that moment, both it and the real leader say so, and neither answer can be trusted yet.
+        """
         running = [master for master in self.masters if master.running]
         answers = await asyncio.gather(*(self._leads(master) for master in running))
-        return next((master for master, leads in zip(running, answers, strict=True) if leads), None)
+        leading = [master for master, leads in zip(running, answers, strict=True) if leads]
+        return leading[0] if len(leading) == 1 else None
 
     async def _leads(self, master: ButteProcess) -> bool:
         with contextlib.suppress(*NOT_YET):

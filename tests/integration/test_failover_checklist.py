@@ -201,9 +201,9 @@ async def fail_over(
     """``kill -9`` (or pause) the leader; wait for another to lead, every agent and framework to follow it.
 
     ``agents``: how many agents must reregister (default: all). Returns (old leader, new leader).
-    A paused leader is resumed once the new one has the agents: until then a framework may hang on it,
-    because the SDK follows a 307 from a master that has not yet seen the election back to the paused one
-    (a known SDK limitation, reported by slice H12).
+    A paused leader is resumed once the new one has the agents: until then a framework that followed a 307
+    from a master that had not yet seen the election back to the paused one waits on it (the SDK gives up on
+    a SUBSCRIBE that gets no answer within its call timeout, then starts again from its detector).
     """
     old = await ha.wait_for_leader()
     before = [f.resubscriptions for f in frameworks]
