@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from butte.scheduler.sdk import SchedulerClient
@@ -51,12 +52,18 @@ def spread_subdirectories(root: Path) -> None:
             os.close(descriptor)
 
 
-def fresh_work_dir(root: Path, name: str) -> Path:
-    """An empty directory for one benchmark's cluster."""
+def fresh_work_dir(root: Path, name: str, keep: Iterable[Path] = ()) -> Path:
+    """An empty directory for one benchmark's cluster; earlier runs' directories go, but those in ``keep``.
+
+    A benchmark that starts several clusters keeps its own until it ends: deleting a run's sandboxes right
+    before the next run is timed would tax that run (see :func:`spread_subdirectories`).
+    """
     root.mkdir(parents=True, exist_ok=True)
     spread_subdirectories(root)
+    kept = set(keep)
     for old in root.glob(f"{name}-*"):
-        shutil.rmtree(old, ignore_errors=True)
+        if old not in kept:
+            shutil.rmtree(old, ignore_errors=True)
     # Write back what the previous run left (a thousand sandboxes just deleted) before this one is timed:
     # otherwise each run pays for the last one's file-system work, and back-to-back runs drift downwards.
     os.sync()
