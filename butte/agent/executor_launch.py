@@ -41,6 +41,18 @@ from butte.wire.mesos import CommandInfo, CommandURI, TaskInfo
 
 log = logging.getLogger(__name__)
 
+# What an executor that did not (re)subscribe in time is told it ended of: the log's words, the message, the reason.
+REGISTRATION_TIMEOUT = (
+    "subscribe in time",
+    "Executor did not register in time",
+    "REASON_EXECUTOR_REGISTRATION_TIMEOUT",
+)
+REREGISTRATION_TIMEOUT = (
+    "resubscribe after recovery",
+    "Executor did not reregister in time",
+    "REASON_EXECUTOR_REREGISTRATION_TIMEOUT",
+)
+
 
 @final
 @dataclass(slots=True)
@@ -102,7 +114,7 @@ class ExecutorLauncher:
         start = self._start(run, spec, fetching if command.uris else None, isolate)
         run.watcher = loop.create_task(start)
         timeout_s = self._context.config.executor_registration_timeout_s
-        run.timers.append(loop.call_later(timeout_s, self._registration_timed_out, run))
+        run.timers.append(loop.call_later(timeout_s, _kill_unless_subscribed, run, REGISTRATION_TIMEOUT))
         return run
 
     def adopt(self, framework: FrameworkState, executor: ExecutorState, process: Process | None) -> None:
@@ -127,7 +139,7 @@ class ExecutorLauncher:
         loop = asyncio.get_running_loop()
         run.watcher = loop.create_task(self._watch(run, process))
         timeout_s = self._context.config.executor_reregistration_timeout_s
-        run.timers.append(loop.call_later(timeout_s, self._reregistration_timed_out, run))
+        run.timers.append(loop.call_later(timeout_s, _kill_unless_subscribed, run, REREGISTRATION_TIMEOUT))
 
     async def _start(
         self,
@@ -191,20 +203,6 @@ class ExecutorLauncher:
             executable=program,
         )
 
-    def _registration_timed_out(self, run: ExecutorRun) -> None:
-        if run.stream is None and run.process is not None and run.process.returncode is None:
-            log.warning("Executor %s did not subscribe in time; killing it", run.executor.executor_id)
-            run.shutting_down = True
-            run.end_reason = ("Executor did not register in time", "REASON_EXECUTOR_REGISTRATION_TIMEOUT")
-            run.process.signal_group(signal.SIGKILL)
-
-    def _reregistration_timed_out(self, run: ExecutorRun) -> None:
-        if run.stream is None and run.process is not None and run.process.returncode is None:
-            log.warning("Executor %s did not resubscribe after recovery; killing it", run.executor.executor_id)
-            run.shutting_down = True
-            run.end_reason = ("Executor did not reregister in time", "REASON_EXECUTOR_REREGISTRATION_TIMEOUT")
-            run.process.signal_group(signal.SIGKILL)
-
     async def _watch(self, run: ExecutorRun, process: Process) -> None:
         returncode = await process.wait()
         for timer in run.timers:
@@ -253,6 +251,16 @@ class ExecutorLauncher:
         self._context.send(
             AgentCall(type="EXECUTOR_EXITED", agent_id=ID(value=self._context.agent_id), executor_exited=exited)
         )
+
+
+def _kill_unless_subscribed(run: ExecutorRun, timeout: tuple[str, str, str]) -> None:
+    """The (re)registration timer: an executor still running without a subscription is killed."""
+    if run.stream is None and run.process is not None and run.process.returncode is None:
+        did_not, message, reason = timeout
+        log.warning("Executor %s did not %s; killing it", run.executor.executor_id, did_not)
+        run.shutting_down = True
+        run.end_reason = (message, reason)
+        run.process.signal_group(signal.SIGKILL)
 
 
 def container_limits(executor: ExecutorState, adding: TaskInfo | None = None) -> ContainerLimits:

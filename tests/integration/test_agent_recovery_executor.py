@@ -77,9 +77,10 @@ RESUBSCRIBING_EXECUTOR = textwrap.dedent(
 class ExecutorFramework(Framework):
     """Launches one task on the resubscribing executor."""
 
-    def __init__(self, client: SchedulerClient, script: Path) -> None:
+    def __init__(self, client: SchedulerClient, script: Path, mem_mb: float = 16) -> None:
         super().__init__(client, {})
         self.script = script
+        self.mem_mb = mem_mb
         self.launched = False
 
     async def _use(self, offer: Offer) -> None:
@@ -87,7 +88,7 @@ class ExecutorFramework(Framework):
             await self.client.decline([offer.id.value], refuse_seconds=1)
             return
         self.launched = True
-        task = command_task("on-executor", offer.agent_id.value, "unused", 0.1, 16)
+        task = command_task("on-executor", offer.agent_id.value, "unused", 0.1, self.mem_mb)
         task.command = None
         task.executor = ExecutorInfo(
             executor_id=ID(value="resubscriber"), command=CommandInfo(value=f"{sys.executable} {self.script}")
@@ -122,6 +123,44 @@ async def test_custom_executor_resubscribes_after_agent_restart(tmp_path: Path) 
             await until(lambda: fw.state_of("on-executor") == "TASK_KILLED", timeout=15)
             await until(lambda: not pid_alive(pid), timeout=10, what="the executor to exit")
             assert {key: n for key, n in fw.seen().items() if n > 1} == {}
+        finally:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+            await client.close()
+
+
+# Subscribes once; when the agent goes away it never comes back (it just keeps running).
+SILENT_AFTER_RESTART_EXECUTOR = RESUBSCRIBING_EXECUTOR.replace(
+    "deadline = time.time() + 60\n",
+    "try:\n    follow()\nexcept (OSError, http.client.HTTPException):\n    time.sleep(60)\ndeadline = 0\n",
+)
+assert SILENT_AFTER_RESTART_EXECUTOR != RESUBSCRIBING_EXECUTOR
+
+
+async def test_a_recovered_executor_that_does_not_resubscribe_in_time_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "executor.py"
+    script.write_text(SILENT_AFTER_RESTART_EXECUTOR)
+    flags = {"executor_reregistration_timeout": "1secs"}
+    async with Cluster(agents=1, work_dir=tmp_path / "cluster", agent_flags=flags) as cluster:
+        info = FrameworkInfo(user=os.environ.get("USER", "root"), name="recovery-silent-executor", checkpoint=True)
+        client = SchedulerClient(cluster.master_address, info, initial_backoff_s=0.1, max_backoff_s=0.5)
+        await client.subscribe(timeout_s=30)
+        fw = ExecutorFramework(client, script, mem_mb=128)  # a Python executor idling for a minute
+        pump = asyncio.create_task(fw.run())
+        try:
+            await until(lambda: fw.state_of("on-executor") == "TASK_RUNNING", timeout=30)
+            await until(lambda: all_acknowledged(cluster), timeout=10, what="every update acknowledged")
+            (sandbox,) = (cluster.agent(0).work_dir / "slaves").glob("*/frameworks/*/executors/*/runs/latest")
+            pid = int((sandbox / "executor.pid").read_text())
+
+            await cluster.kill_agent(0)
+            await cluster.restart_agent(0)
+            await until(lambda: fw.state_of("on-executor") == "TASK_FAILED", timeout=15, what="the task failed")
+            latest = fw.latest("on-executor")
+            assert latest is not None and latest.reason == "REASON_EXECUTOR_REREGISTRATION_TIMEOUT"
+            assert latest.message == "Executor did not reregister in time"
+            await until(lambda: not pid_alive(pid), timeout=10, what="the executor killed")
+            assert (sandbox / "subscriptions").read_text() == "x"  # it never came back
         finally:
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
