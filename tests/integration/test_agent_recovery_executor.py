@@ -77,7 +77,8 @@ RESUBSCRIBING_EXECUTOR = textwrap.dedent(
 class ExecutorFramework(Framework):
     """Launches one task on the resubscribing executor."""
 
-    def __init__(self, client: SchedulerClient, script: Path, mem_mb: float = 16) -> None:
+    def __init__(self, client: SchedulerClient, script: Path, mem_mb: float = 64) -> None:
+        # 64 MB: a Python executor's resident memory passes 16 MB, and the agent's memory isolation polls it.
         super().__init__(client, {})
         self.script = script
         self.mem_mb = mem_mb
@@ -145,7 +146,7 @@ async def test_a_recovered_executor_that_does_not_resubscribe_in_time_is_killed(
         info = FrameworkInfo(user=os.environ.get("USER", "root"), name="recovery-silent-executor", checkpoint=True)
         client = SchedulerClient(cluster.master_address, info, initial_backoff_s=0.1, max_backoff_s=0.5)
         await client.subscribe(timeout_s=30)
-        fw = ExecutorFramework(client, script, mem_mb=128)  # a Python executor idling for a minute
+        fw = ExecutorFramework(client, script)
         pump = asyncio.create_task(fw.run())
         try:
             await until(lambda: fw.state_of("on-executor") == "TASK_RUNNING", timeout=30)
