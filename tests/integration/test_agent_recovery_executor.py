@@ -6,6 +6,8 @@ import asyncio
 import os
 import sys
 import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -97,11 +99,16 @@ class ExecutorFramework(Framework):
         await self.client.launch(offer, [task])
 
 
-async def test_custom_executor_resubscribes_after_agent_restart(tmp_path: Path) -> None:
+@asynccontextmanager
+async def running_executor(
+    tmp_path: Path, executor_script: str, name: str, agent_flags: dict[str, str] | None = None
+) -> AsyncIterator[tuple[Cluster, ExecutorFramework, Path]]:
+    """A one-agent cluster whose checkpointing framework has one task running (and acknowledged) on the
+    executor ``executor_script``; yields the cluster, the framework and the executor's sandbox."""
     script = tmp_path / "executor.py"
-    script.write_text(RESUBSCRIBING_EXECUTOR)
-    async with Cluster(agents=1, work_dir=tmp_path / "cluster") as cluster:
-        info = FrameworkInfo(user=os.environ.get("USER", "root"), name="recovery-executor", checkpoint=True)
+    script.write_text(executor_script)
+    async with Cluster(agents=1, work_dir=tmp_path / "cluster", agent_flags=agent_flags or {}) as cluster:
+        info = FrameworkInfo(user=os.environ.get("USER", "root"), name=name, checkpoint=True)
         client = SchedulerClient(cluster.master_address, info, initial_backoff_s=0.1, max_backoff_s=0.5)
         await client.subscribe(timeout_s=30)
         fw = ExecutorFramework(client, script)
@@ -111,23 +118,28 @@ async def test_custom_executor_resubscribes_after_agent_restart(tmp_path: Path) 
             await until(lambda: all_acknowledged(cluster), timeout=10, what="every update acknowledged")
             runs = cluster.agent(0).work_dir / "slaves"
             (sandbox,) = runs.glob("*/frameworks/*/executors/resubscriber/runs/latest")
-            pid = int((sandbox / "executor.pid").read_text())
-            (old_id,) = await agent_ids(cluster)
-
-            await cluster.kill_agent(0)
-            await cluster.restart_agent(0)
-            await until(lambda: (sandbox / "subscriptions").read_text() == "xx", timeout=15, what="resubscription")
-            assert pid_alive(pid)
-            assert await agent_ids(cluster) == [old_id]
-
-            await client.kill("on-executor")
-            await until(lambda: fw.state_of("on-executor") == "TASK_KILLED", timeout=15)
-            await until(lambda: not pid_alive(pid), timeout=10, what="the executor to exit")
-            assert {key: n for key, n in fw.seen().items() if n > 1} == {}
+            yield cluster, fw, sandbox
         finally:
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
             await client.close()
+
+
+async def test_custom_executor_resubscribes_after_agent_restart(tmp_path: Path) -> None:
+    async with running_executor(tmp_path, RESUBSCRIBING_EXECUTOR, "recovery-executor") as (cluster, fw, sandbox):
+        pid = int((sandbox / "executor.pid").read_text())
+        (old_id,) = await agent_ids(cluster)
+
+        await cluster.kill_agent(0)
+        await cluster.restart_agent(0)
+        await until(lambda: (sandbox / "subscriptions").read_text() == "xx", timeout=15, what="resubscription")
+        assert pid_alive(pid)
+        assert await agent_ids(cluster) == [old_id]
+
+        await fw.client.kill("on-executor")
+        await until(lambda: fw.state_of("on-executor") == "TASK_KILLED", timeout=15)
+        await until(lambda: not pid_alive(pid), timeout=10, what="the executor to exit")
+        assert {key: n for key, n in fw.seen().items() if n > 1} == {}
 
 
 # Subscribes once; when the agent goes away it never comes back (it just keeps running).
@@ -139,30 +151,19 @@ assert SILENT_AFTER_RESTART_EXECUTOR != RESUBSCRIBING_EXECUTOR
 
 
 async def test_a_recovered_executor_that_does_not_resubscribe_in_time_is_killed(tmp_path: Path) -> None:
-    script = tmp_path / "executor.py"
-    script.write_text(SILENT_AFTER_RESTART_EXECUTOR)
     flags = {"executor_reregistration_timeout": "1secs"}
-    async with Cluster(agents=1, work_dir=tmp_path / "cluster", agent_flags=flags) as cluster:
-        info = FrameworkInfo(user=os.environ.get("USER", "root"), name="recovery-silent-executor", checkpoint=True)
-        client = SchedulerClient(cluster.master_address, info, initial_backoff_s=0.1, max_backoff_s=0.5)
-        await client.subscribe(timeout_s=30)
-        fw = ExecutorFramework(client, script)
-        pump = asyncio.create_task(fw.run())
-        try:
-            await until(lambda: fw.state_of("on-executor") == "TASK_RUNNING", timeout=30)
-            await until(lambda: all_acknowledged(cluster), timeout=10, what="every update acknowledged")
-            (sandbox,) = (cluster.agent(0).work_dir / "slaves").glob("*/frameworks/*/executors/*/runs/latest")
-            pid = int((sandbox / "executor.pid").read_text())
+    async with running_executor(tmp_path, SILENT_AFTER_RESTART_EXECUTOR, "recovery-silent-executor", flags) as (
+        cluster,
+        fw,
+        sandbox,
+    ):
+        pid = int((sandbox / "executor.pid").read_text())
 
-            await cluster.kill_agent(0)
-            await cluster.restart_agent(0)
-            await until(lambda: fw.state_of("on-executor") == "TASK_FAILED", timeout=15, what="the task failed")
-            latest = fw.latest("on-executor")
-            assert latest is not None and latest.reason == "REASON_EXECUTOR_REREGISTRATION_TIMEOUT"
-            assert latest.message == "Executor did not reregister in time"
-            await until(lambda: not pid_alive(pid), timeout=10, what="the executor killed")
-            assert (sandbox / "subscriptions").read_text() == "x"  # it never came back
-        finally:
-            pump.cancel()
-            await asyncio.gather(pump, return_exceptions=True)
-            await client.close()
+        await cluster.kill_agent(0)
+        await cluster.restart_agent(0)
+        await until(lambda: fw.state_of("on-executor") == "TASK_FAILED", timeout=15, what="the task failed")
+        latest = fw.latest("on-executor")
+        assert latest is not None and latest.reason == "REASON_EXECUTOR_REREGISTRATION_TIMEOUT"
+        assert latest.message == "Executor did not reregister in time"
+        await until(lambda: not pid_alive(pid), timeout=10, what="the executor killed")
+        assert (sandbox / "subscriptions").read_text() == "x"  # it never came back
