@@ -257,6 +257,20 @@ def only_running_since(mark: dict[str, int], *frameworks: Tracker) -> None:
         assert told <= {"TASK_RUNNING"}, f"{framework.name} was told {told}"
 
 
+def assert_untouched(
+    ha: HaCluster,
+    mark: dict[str, int],
+    before: dict[str, frozenset[str]],
+    processes: dict[str, int],
+    *frameworks: Tracker,
+) -> None:
+    """The scenario changed nothing: only TASK_RUNNING told since ``mark``, every task on the agent and in the
+    process it had (``before``: :func:`sample`, ``processes``: :func:`pids`), and every history sound."""
+    only_running_since(mark, *frameworks)
+    assert sample(ha, *frameworks) == before and pids(ha.marker) == processes
+    assert_all_sound(ha, *frameworks)
+
+
 def marks(*frameworks: Tracker) -> dict[str, int]:
     """How many updates each framework has seen so far."""
     return {f.name: len(f.statuses) for f in frameworks}
@@ -292,9 +306,7 @@ async def test_a1_kill_9_of_the_leader_leaves_every_task_untouched(tmp_path: Pat
             for task_id, status in answers.items():
                 assert status.state == "TASK_RUNNING", (task_id, status)
                 assert status.agent_id is not None and status.agent_id.value == framework.placed[task_id]
-        only_running_since(mark, aware, plain)
-        assert sample(ha, aware, plain) == before and pids(ha.marker) == processes
-        assert_all_sound(ha, aware, plain)
+        assert_untouched(ha, mark, before, processes, aware, plain)
 
 
 async def test_a2_a_leader_whose_session_expires_is_replaced_and_steps_down(tmp_path: Path) -> None:
@@ -322,9 +334,7 @@ async def test_a2_a_leader_whose_session_expires_is_replaced_and_steps_down(tmp_
         assert await ha.leader() is new
         answers = await aware.reconcile(aware.history.launched)
         assert {t: s.state for t, s in answers.items()} == dict.fromkeys(aware.history.launched, "TASK_RUNNING")
-        only_running_since(mark, aware)
-        assert sample(ha, aware) == before and pids(ha.marker) == processes
-        assert_all_sound(ha, aware)
+        assert_untouched(ha, mark, before, processes, aware)
 
 
 async def test_a3_a_deposed_leader_that_still_believes_it_leads_changes_nothing(tmp_path: Path) -> None:
@@ -358,9 +368,7 @@ async def test_a3_a_deposed_leader_that_still_believes_it_leads_changes_nothing(
         )
         answers = await plain.reconcile(plain.history.launched)
         assert {t: s.state for t, s in answers.items()} == dict.fromkeys(plain.history.launched, "TASK_RUNNING")
-        only_running_since(mark, plain)
-        assert sample(ha, plain) == before and pids(ha.marker) == processes
-        assert_all_sound(ha, plain)
+        assert_untouched(ha, mark, before, processes, plain)
 
 
 async def test_a4_an_agent_cut_off_across_a_failover_is_marked_unreachable_and_may_come_back(tmp_path: Path) -> None:

@@ -15,11 +15,10 @@ from test_failover_checklist import (
     agent_ids,
     all_running,
     assert_all_sound,
+    assert_untouched,
     fail_over,
     marks,
-    only_running_since,
     pids,
-    sample,
     tracker,
     zk_registry,
 )
@@ -67,9 +66,7 @@ async def test_a6_past_the_recovery_removal_limit_no_missing_agent_is_marked(tmp
         await ha.wait_for_agents(timeout_s=20)
         answers = await plain.reconcile(plain.history.launched)
         assert {t: s.state for t, s in answers.items()} == dict.fromkeys(plain.history.launched, "TASK_RUNNING")
-        only_running_since(mark, plain)
-        assert sample(ha, plain) == before and pids(ha.marker) == processes
-        assert_all_sound(ha, plain)
+        assert_untouched(ha, mark, before, processes, plain)
 
 
 async def test_a7_reconciling_a_task_of_an_agent_not_yet_back_gets_no_answer(tmp_path: Path) -> None:
@@ -103,9 +100,7 @@ async def test_a7_reconciling_a_task_of_an_agent_not_yet_back_gets_no_answer(tmp
 
         await ha.wait_for_agents(timeout_s=20)
         assert (await plain.reconcile([waiting]))[waiting].state == "TASK_RUNNING"
-        only_running_since(mark, plain)
-        assert sample(ha, plain) == before and pids(ha.marker) == processes
-        assert_all_sound(ha, plain)
+        assert_untouched(ha, mark, before, processes, plain)
 
 
 async def test_a8_offers_held_at_failover_are_void_and_the_new_leader_offers_again(tmp_path: Path) -> None:
@@ -213,6 +208,4 @@ async def test_a10_agent_ids_stay_unique_when_a_master_leads_again(tmp_path: Pat
             assert sorted(registry.agents()) == sorted(ids)  # two agents ever admitted, two records
         answers = await plain.reconcile(plain.history.launched)
         assert {t: s.state for t, s in answers.items()} == {"plain-0": "TASK_RUNNING"}
-        only_running_since(mark, plain)
-        assert sample(ha, plain) == before and pids(ha.marker) == processes
-        assert_all_sound(ha, plain)
+        assert_untouched(ha, mark, before, processes, plain)
