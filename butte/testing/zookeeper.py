@@ -19,7 +19,7 @@ import signal
 import socket
 import subprocess
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, final
 
@@ -145,6 +145,20 @@ class ZooKeeperEnsemble:
                 os.kill(node.pid, signal.SIGKILL)
                 node.wait()
         self._procs.clear()
+
+
+@contextlib.contextmanager
+def one_server_ensemble(directory: Path) -> Iterator[ZooKeeperEnsemble]:
+    """A started single-server ensemble for a synchronous (module-scoped) fixture, stopped on exit.
+
+    One server is enough where behaviour does not depend on the quorum, and it starts in seconds.
+    """
+    zookeeper = ZooKeeperEnsemble(directory, size=1)
+    try:
+        asyncio.run(zookeeper.start())
+        yield zookeeper
+    finally:
+        zookeeper.stop()
 
 
 async def get_json(url: str) -> Any:

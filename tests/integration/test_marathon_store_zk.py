@@ -24,7 +24,7 @@ from butte.frameworks.marathon.model import (
 from butte.frameworks.marathon.store import MAX_VERSIONS, open_store
 from butte.frameworks.marathon.store_zk import ZkStore
 from butte.testing.process import free_port
-from butte.testing.zookeeper import ZooKeeperEnsemble, unavailable_reason
+from butte.testing.zookeeper import ZooKeeperEnsemble, one_server_ensemble, unavailable_reason
 from butte.wire.marathon import App, CommandCheck, Container, Docker, HealthCheck, VersionInfo
 
 pytestmark = [
@@ -73,13 +73,8 @@ def instance(task_id: str, state: str = "TASK_RUNNING") -> Instance:
 
 @pytest.fixture(scope="module")
 def ensemble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperEnsemble]:
-    # One server is enough: the store's behaviour does not depend on the quorum, and it starts in seconds.
-    zookeeper = ZooKeeperEnsemble(tmp_path_factory.mktemp("zk"), size=1)
-    try:
-        asyncio.run(zookeeper.start())
+    with one_server_ensemble(tmp_path_factory.mktemp("zk")) as zookeeper:
         yield zookeeper
-    finally:
-        zookeeper.stop()
 
 
 _paths = iter(range(1_000_000))

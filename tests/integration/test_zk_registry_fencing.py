@@ -7,7 +7,6 @@ leads with. Losing that znode — deleted here, or its session expired — must 
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import random
@@ -28,7 +27,7 @@ from butte.master.registry.zookeeper import ZkRegistry
 from butte.master.service import MasterService
 from butte.master.state import MasterConfig, MasterState
 from butte.testing.wait import until
-from butte.testing.zookeeper import ZooKeeperEnsemble, unavailable_reason
+from butte.testing.zookeeper import ZooKeeperEnsemble, one_server_ensemble, unavailable_reason
 from butte.wire.mesos import AgentInfo
 
 pytestmark = [
@@ -42,13 +41,8 @@ _paths = itertools.count()
 
 @pytest.fixture(scope="module")
 def ensemble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperEnsemble]:
-    # One server is enough: fencing does not depend on the quorum, and it starts in seconds.
-    zookeeper = ZooKeeperEnsemble(tmp_path_factory.mktemp("zk"), size=1)
-    try:
-        asyncio.run(zookeeper.start())
+    with one_server_ensemble(tmp_path_factory.mktemp("zk")) as zookeeper:
         yield zookeeper
-    finally:
-        zookeeper.stop()
 
 
 @pytest.fixture
