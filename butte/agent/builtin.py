@@ -239,7 +239,9 @@ class BuiltinExecutors:
             report = _without_repeats(report, record)
         uris = record.info.command.uris
         fetch = functools.partial(self._fetch_into, prepare, uris, sandbox, user) if uris and not recovered else None
-        launch_spec, launch_prepare, container = self._isolating(executor, spec, None if fetch else prepare, recovered)
+        launch_spec, launch_prepare, container = self._isolating(
+            executor, spec, None if fetch else prepare, recovered, sole=on_exit is None
+        )
         command = CommandTask(
             launch_spec,
             report,
@@ -255,15 +257,26 @@ class BuiltinExecutors:
         return command
 
     def _isolating(
-        self, executor: ExecutorState, spec: LaunchSpec, prepare: Callable[[], object] | None, recovered: bool
+        self,
+        executor: ExecutorState,
+        spec: LaunchSpec,
+        prepare: Callable[[], object] | None,
+        recovered: bool,
+        sole: bool,
     ) -> tuple[LaunchSpec, Callable[[], object] | None, ContainerHooks | None]:
-        """The task's launch in its container: the prelude, the set-up before the spawn, the runner's hooks."""
+        """The task's launch in its container: the prelude, the set-up before the spawn, the runner's hooks.
+
+        ``sole``: the task is its container's only process (not one of a group's).
+
+        Raises:
+            LaunchError: the container cannot be isolated.
+        """
         container_id = executor.container_id
         limits = limits_of([resource for task in executor.tasks.values() for resource in task.info.resources])
         if recovered:  # already running in its container: measure, watch and release it again
             return spec, prepare, self.containers.adopt(container_id, limits, self._container_limited)
-        isolated = self.containers.launch_spec(spec, container_id)
         hooks = self.containers.hooks(container_id, self._container_limited)
+        isolated = self.containers.launch_spec(spec, container_id, sole=sole)
         return isolated, self.containers.preparing(container_id, limits, prepare), hooks
 
     async def _fetch_into(

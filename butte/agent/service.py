@@ -165,6 +165,7 @@ class Agent:
         for task in list(self._background):
             task.cancel()
         await self._kill_everything()
+        await asyncio.to_thread(self.context.containers.close)
         if self._checkpointer is not None:
             # A clean stop kills every task, so there is nothing to recover: the next start is a new agent.
             self._checkpointer.journal.close()

@@ -90,6 +90,8 @@ class LaunchSpec:
     prelude: tuple[str, ...] = ()
     # butte-isolate, when built: it records the exit status in place of the `sh -c` wrapper (isolators.helper).
     status_helper: str | None = None
+    # Descriptors the prelude inherits (butte-isolate's OOM eventfd, when it sets the container up itself).
+    pass_fds: tuple[int, ...] = ()
 
 
 @final
@@ -228,9 +230,9 @@ class Launcher:
 
 
 def _prepare_and_start(spec: LaunchSpec, prepare: Callable[[], object] | None) -> subprocess.Popen[bytes]:
-    if prepare is not None:
-        prepare()
-    return start_process(spec)
+    prepared = prepare() if prepare is not None else None
+    # A step that decides how the process starts (isolators.containers, by butte-isolate) returns the spec.
+    return start_process(prepared if isinstance(prepared, LaunchSpec) else spec)
 
 
 def start_process(spec: LaunchSpec) -> subprocess.Popen[bytes]:
@@ -252,6 +254,7 @@ def start_process(spec: LaunchSpec) -> subprocess.Popen[bytes]:
             cwd=spec.cwd,
             env=dict(spec.env),
             start_new_session=True,
+            pass_fds=spec.pass_fds,
             user=switch_to.uid if switch_to else None,
             group=switch_to.gid if switch_to else None,
             extra_groups=list(switch_to.groups) if switch_to else None,

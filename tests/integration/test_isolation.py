@@ -18,7 +18,7 @@ from butte.scheduler.sdk import SchedulerClient
 from butte.scheduler.tasks import command_task
 from butte.testing.cluster import Cluster
 from butte.testing.wait import until
-from butte.wire.mesos import FrameworkInfo, TaskStatus
+from butte.wire.mesos import ExecutorInfo, FrameworkInfo, TaskStatus
 from butte.wire.scheduler import Event
 
 pytestmark = pytest.mark.integration
@@ -51,6 +51,7 @@ class Framework:
         self.client = SchedulerClient(master, info, auto_acknowledge=True)
         self.updates: list[TaskStatus] = []
         self.pending: list[tuple[str, str, float, float]] = []
+        self.pending_groups: list[tuple[ExecutorInfo, list[tuple[str, str, float, float]]]] = []
         self.agent_id = ""
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -61,6 +62,10 @@ class Framework:
     def launch(self, task_id: str, command: str, cpus: float = 0.5, mem: float = 64.0) -> None:
         self.pending.append((task_id, command, cpus, mem))
 
+    def launch_group(self, executor: ExecutorInfo, tasks: list[tuple[str, str, float, float]]) -> None:
+        """Launch ``tasks`` (id, command, cpus, mem) as one task group under the default ``executor``."""
+        self.pending_groups.append((executor, tasks))
+
     async def _run(self) -> None:
         async for event in self.client.events():
             if not isinstance(event, Event):
@@ -70,6 +75,11 @@ class Framework:
                     self.agent_id = offer.agent_id.value
                     tasks = [command_task(t, self.agent_id, c, cpus, mem) for t, c, cpus, mem in self.pending]
                     self.pending.clear()
+                    if self.pending_groups:
+                        executor, group = self.pending_groups.pop(0)
+                        group_tasks = [command_task(t, self.agent_id, c, cpus, mem) for t, c, cpus, mem in group]
+                        await self.client.launch_group(offer, executor, group_tasks, refuse_seconds=0.1)
+                        continue
                     await self.client.launch(offer, tasks, refuse_seconds=0.1)
             elif event.type == "UPDATE" and event.update is not None:
                 self.updates.append(event.update.status)

@@ -59,6 +59,7 @@ class Isolator:
 
     name = "none"
     makes_pid_namespace = False  # the helper does this one itself, without the wrapper
+    helps = False  # whether :meth:`helper_setup` can have butte-isolate set its part of a container up
 
     def prepare(self, container_id: str, limits: ContainerLimits) -> None:
         """Set up the container's isolation before its first process starts (e.g. create and limit cgroups)."""
@@ -78,6 +79,20 @@ class Isolator:
         """An argv prefix the task runs under (e.g. ``unshare`` for a pid namespace)."""
         return ()
 
+    def helper_setup(self, container_id: str, limits: ContainerLimits) -> HelperSetup | None:
+        """What ``butte-isolate`` is to do for this isolator when it sets the container up and takes it down
+        itself (:meth:`Isolation.helper_prelude`); None when it cannot. Asked only of isolators with
+        ``join_paths``."""
+        return None
+
+    def removed_by_helper(self, container_id: str) -> bool:
+        """Whether the helper took down everything :meth:`helper_setup` had it set up."""
+        return False
+
+    def settle_after_helper(self, container_id: str) -> bool:
+        """The container's helper has ended: keep what it recycled; whether nothing is left to destroy."""
+        return self.removed_by_helper(container_id)
+
     def isolate(self, container_id: str, pid: int) -> None:
         """The container's first process has started as ``pid``."""
 
@@ -96,6 +111,9 @@ class Isolator:
     def cleanup(self, container_id: str) -> None:
         """Undo :meth:`prepare` once every process of the container has ended."""
 
+    def close(self) -> None:
+        """The agent is stopping: drop what is kept for containers to come (blocking)."""
+
     def destroy(self, container_id: str) -> None:
         """Kill whatever is left of the container, then undo its isolation (blocking).
 
@@ -104,6 +122,17 @@ class Isolator:
         """
         self.kill(container_id)
         self.cleanup(container_id)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class HelperSetup:
+    """``butte-isolate`` arguments that set a container's cgroups up (and take them down after), and the
+    descriptors it must inherit for them."""
+
+    args: tuple[str, ...]
+    pass_fds: tuple[int, ...] = ()
+    events: EventSource | None = None  # where the kernel signals an OOM in the container (pass_fds go there)
 
 
 def read_text(path: str) -> str | None:

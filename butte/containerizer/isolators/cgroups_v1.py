@@ -16,6 +16,7 @@ from typing import final
 
 from butte.containerizer.isolators.base import (
     ContainerLimits,
+    HelperSetup,
     Isolator,
     Limitation,
     Statistics,
@@ -25,12 +26,16 @@ from butte.containerizer.isolators.base import (
     write_text,
 )
 from butte.containerizer.isolators.cgroup_files import cgroup_pids, kill_cgroup, make_cgroup, remove_cgroup
+from butte.containerizer.isolators.cgroup_pool import RECYCLE_MAX_CHARGED_BYTES, CgroupPool, idle_name
 from butte.containerizer.isolators.oom_events import EventSource, OomEventFds
 
 CPU_SHARES_PER_CPU = 1024
 MIN_CPU_SHARES = 2  # the kernel's floor
 CFS_PERIOD_US = 100_000  # Mesos's 100 ms
 MIN_CFS_QUOTA_US = 1_000  # the kernel's floor
+# A recycled memory cgroup may still hold charges of its last container (up to RECYCLE_MAX_CHARGED_BYTES): a
+# container with a limit near that gets a new one, or writing its limit could fail.
+POOL_MIN_MEMORY_BYTES = 2 * RECYCLE_MAX_CHARGED_BYTES
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
@@ -40,6 +45,7 @@ class CgroupsV1(Isolator):
     directory its containers' cgroups are made in (``<hierarchy>/<agent's cgroup>/<cgroups_root>``)."""
 
     name = "cgroups-v1"
+    helps = True
 
     def __init__(self, bases: Mapping[str, str], enable_cfs: bool = False) -> None:
         self._bases = {controller: base.rstrip("/") for controller, base in bases.items()}
@@ -48,6 +54,20 @@ class CgroupsV1(Isolator):
         self._enable_cfs = enable_cfs
         self._oom: OomEventFds | None = None  # made on the first container with a memory cgroup to watch
         self._oom_lock = threading.Lock()
+        self._pool = self._make_pool()
+
+    def _make_pool(self) -> CgroupPool | None:
+        """The pool of recycled cgroups, where every counter the agent reports can be reset (cgroup_pool)."""
+        cpuacct = self._bases.get("cpuacct")
+        if self._enable_cfs or (cpuacct is not None and not _has_split_usage(cpuacct)):
+            return None
+        memory = self._bases.get("memory")
+        counters = ((cpuacct, "cpuacct.usage"), (memory, "memory.max_usage_in_bytes"))
+        resets = [(base, control, "0") for base, control in counters if base is not None]
+        order = sorted(self._unique_bases, key=lambda base: base != memory)  # as _helper_dirs
+        pool = CgroupPool(order, resets, memory)
+        pool.sweep()
+        return pool
 
     # Paths are joined with f-strings: these run several times per task launched, and a container id has no "/".
     def _dir(self, controller: str, container_id: str) -> str | None:
@@ -65,10 +85,52 @@ class CgroupsV1(Isolator):
         """
         for directory in self._dirs(container_id):
             make_cgroup(directory)
-        self._write_cpu(container_id, limits)
+        for path, value in self._limit_writes(container_id, limits):
+            write_text(path, value)
+
+    def helper_setup(self, container_id: str, limits: ContainerLimits) -> HelperSetup:
+        """The cgroups made, limited, watched for OOM and joined by butte-isolate, which removes them after.
+
+        Raises:
+            OSError: no eventfd for the OOM notifications could be made.
+        """
+        args = [part for directory in self._helper_dirs(container_id) for part in ("--cgroup", directory)]
+        if self._pool is not None and (limits.mem_bytes is None or limits.mem_bytes >= POOL_MIN_MEMORY_BYTES):
+            args += self._pool.setup_args(container_id) + self._pool.recycle_args(container_id)
+        for path, value in self._limit_writes(container_id, limits):
+            args += ["--write", path, value]
+        memory_dir = self._dir("memory", container_id)
+        if memory_dir is None:
+            return HelperSetup(tuple(args))
+        oom = self._oom_fds()
+        event = oom.add(container_id)
+        args += ["--oom-eventfd", str(event), f"{memory_dir}/memory.oom_control"]
+        return HelperSetup(tuple(args), (event,), oom)
+
+    def removed_by_helper(self, container_id: str) -> bool:
+        """Whether the container's cgroups are gone: the helper removes the first one made last."""
+        directories = self._helper_dirs(container_id)
+        return not directories or not os.path.isdir(directories[0])
+
+    def settle_after_helper(self, container_id: str) -> bool:
+        """Pool what the helper recycled; whether nothing of the container is left for :meth:`destroy`."""
+        if self._pool is None:
+            return self.removed_by_helper(container_id)
+        return self._pool.settle(container_id)
+
+    def _helper_dirs(self, container_id: str) -> list[str]:
+        """The container's cgroups in the order the helper makes them: memory first, so that it goes last and
+        its removal, which signals the OOM eventfd, finds every cgroup of the container gone already."""
+        memory_dir = self._dir("memory", container_id)
+        return sorted(self._dirs(container_id), key=lambda directory: directory != memory_dir)
+
+    def _limit_writes(self, container_id: str, limits: ContainerLimits) -> list[tuple[str, str]]:
+        """The control files that hold the container's limits, with their values."""
+        writes = self._cpu_writes(container_id, limits)
         memory_dir = self._dir("memory", container_id)
         if memory_dir is not None and limits.mem_bytes is not None:
-            write_text(os.path.join(memory_dir, "memory.limit_in_bytes"), str(limits.mem_bytes))
+            writes.append((f"{memory_dir}/memory.limit_in_bytes", str(limits.mem_bytes)))
+        return writes
 
     def update(self, container_id: str, limits: ContainerLimits) -> None:
         """New cpu limits; the memory limit only ever grows.
@@ -79,7 +141,8 @@ class CgroupsV1(Isolator):
         Raises:
             OSError: a limit could not be written.
         """
-        self._write_cpu(container_id, limits)
+        for path, value in self._cpu_writes(container_id, limits):
+            write_text(path, value)
         memory_dir = self._dir("memory", container_id)
         if memory_dir is None or limits.mem_bytes is None:
             return
@@ -88,16 +151,19 @@ class CgroupsV1(Isolator):
         if current is None or limits.mem_bytes > current:
             write_text(path, str(limits.mem_bytes))
 
-    def _write_cpu(self, container_id: str, limits: ContainerLimits) -> None:
+    def _cpu_writes(self, container_id: str, limits: ContainerLimits) -> list[tuple[str, str]]:
         cpu_dir = self._dir("cpu", container_id)
         if cpu_dir is None or limits.cpus is None:
-            return
+            return []
         shares = max(MIN_CPU_SHARES, int(CPU_SHARES_PER_CPU * limits.cpus))
-        write_text(os.path.join(cpu_dir, "cpu.shares"), str(shares))
+        writes = [(f"{cpu_dir}/cpu.shares", str(shares))]
         if self._enable_cfs:
             quota = max(MIN_CFS_QUOTA_US, int(limits.cpus * CFS_PERIOD_US))
-            write_text(os.path.join(cpu_dir, "cpu.cfs_period_us"), str(CFS_PERIOD_US))
-            write_text(os.path.join(cpu_dir, "cpu.cfs_quota_us"), str(quota))
+            writes += [
+                (f"{cpu_dir}/cpu.cfs_period_us", str(CFS_PERIOD_US)),
+                (f"{cpu_dir}/cpu.cfs_quota_us", str(quota)),
+            ]
+        return writes
 
     def oom_events(self, container_id: str) -> EventSource | None:
         """The shared set of OOM eventfds, now also the container's, when it has a memory cgroup.
@@ -108,11 +174,16 @@ class CgroupsV1(Isolator):
         memory_dir = self._dir("memory", container_id)
         if memory_dir is None:
             return None
+        oom = self._oom_fds()
+        oom.watch(container_id, memory_dir)
+        return oom
+
+    def _oom_fds(self) -> OomEventFds:
+        """The shared set of OOM eventfds, made on first use."""
         with self._oom_lock:
             if self._oom is None:
                 self._oom = OomEventFds()
-        self._oom.watch(container_id, memory_dir)
-        return self._oom
+            return self._oom
 
     def join_paths(self, container_id: str) -> tuple[str, ...]:
         """Every hierarchy's ``cgroup.procs`` of the container."""
@@ -123,9 +194,7 @@ class CgroupsV1(Isolator):
         stats: Statistics = {}
         cpuacct_dir = self._dir("cpuacct", container_id)
         if cpuacct_dir is not None:
-            times = read_keyed(os.path.join(cpuacct_dir, "cpuacct.stat"))
-            stats["cpus_user_time_secs"] = times.get("user", 0) / TICKS_PER_S
-            stats["cpus_system_time_secs"] = times.get("system", 0) / TICKS_PER_S
+            stats.update(_cpu_times(cpuacct_dir))
         cpu_dir = self._dir("cpu", container_id)
         if cpu_dir is not None and self._enable_cfs:
             throttling = read_keyed(os.path.join(cpu_dir, "cpu.stat"))
@@ -178,6 +247,12 @@ class CgroupsV1(Isolator):
         """
         for directory in self._dirs(container_id):
             remove_cgroup(directory)
+            remove_cgroup(f"{os.path.dirname(directory)}/{idle_name(container_id)}")  # only some were recycled
+
+    def close(self) -> None:
+        """Remove the idle cgroups of the pool."""
+        if self._pool is not None:
+            self._pool.close()
 
     def destroy(self, container_id: str) -> None:
         """Remove the container's cgroups, killing only what keeps one of them busy (:func:`remove_cgroup`).
@@ -186,3 +261,22 @@ class CgroupsV1(Isolator):
             OSError: a cgroup could not be removed.
         """
         self.cleanup(container_id)
+
+
+def _has_split_usage(cpuacct_base: str) -> bool:
+    """Whether cpuacct counts user and system time in nanoseconds (Linux 4.7+): those files are reset by
+    writing ``cpuacct.usage``, where ``cpuacct.stat`` never goes back (the kernel keeps it monotonic)."""
+    return os.path.exists(os.path.join(os.path.dirname(cpuacct_base), "cpuacct.usage_user"))
+
+
+def _cpu_times(cpuacct_dir: str) -> Statistics:
+    """The container's user and system cpu seconds."""
+    user_ns = read_int(f"{cpuacct_dir}/cpuacct.usage_user")
+    system_ns = read_int(f"{cpuacct_dir}/cpuacct.usage_sys")
+    if user_ns is not None and system_ns is not None:
+        return {"cpus_user_time_secs": user_ns / 1e9, "cpus_system_time_secs": system_ns / 1e9}
+    times = read_keyed(f"{cpuacct_dir}/cpuacct.stat")
+    return {
+        "cpus_user_time_secs": times.get("user", 0) / TICKS_PER_S,
+        "cpus_system_time_secs": times.get("system", 0) / TICKS_PER_S,
+    }

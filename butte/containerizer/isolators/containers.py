@@ -66,6 +66,9 @@ class Containers:
         self._updater: ThreadPoolExecutor | None = None  # one thread: updates apply in the order they were made
         # Containers are destroyed here, off the loop; nobody waits for it, so no future comes back to the loop.
         self._destroyer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="destroy")
+        # Containers butte-isolate sets up and takes down itself: their spec (still to get the helper's part of
+        # the prelude) and the user switch that ends the prelude.
+        self._by_helper: dict[str, tuple[LaunchSpec, tuple[str, ...]]] = {}
 
     @classmethod
     def for_agent(cls, isolation_flag: str, cgroups_root: str, enable_cfs: bool) -> Containers:
@@ -82,11 +85,14 @@ class Containers:
         log.info("Isolation: %s (asked for %s; tasks start %s)", isolation.describe(), isolation_flag, launcher)
         return cls(isolation)
 
-    def launch_spec(self, spec: LaunchSpec, container_id: str) -> LaunchSpec:
+    def launch_spec(self, spec: LaunchSpec, container_id: str, sole: bool = False) -> LaunchSpec:
         """``spec`` as it runs in the container: under the prelude, which switches user itself when it must.
 
         A task's own user could not join a root-owned cgroup or make a namespace, so the prelude starts as the
         agent and ends with util-linux ``setpriv`` to the task's user.
+        ``sole``: ``spec`` is the container's only process (a command task): butte-isolate then sets the
+        container up and takes it down itself where it can (:meth:`Isolation.helper_prelude`), and
+        :meth:`preparing`'s step returns the spec to start.
         """
         helper = self.isolation.helper if spec.exit_status_path is not None else None
         if not self.isolation.has_prelude:
@@ -98,7 +104,13 @@ class Containers:
             switch = (SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", groups, "--")
             user = None  # setpriv switches, at the end of the prelude
         prelude = self.isolation.prelude(container_id, switch)
-        return dataclasses.replace(spec, prelude=prelude, user=user, status_helper=helper)
+        isolated = dataclasses.replace(spec, prelude=prelude, user=user, status_helper=helper)
+        if sole and self.isolation.helper_can_set_up():
+            # The helper's part is decided as the spawn thread gets to it (_prepare_by_helper): only then is
+            # a recycled cgroup likely to be idle. Should that step not run, this prelude joins cgroups nobody
+            # made, and the task fails rather than run unisolated.
+            self._by_helper[container_id] = (isolated, switch)
+        return isolated
 
     def hooks(self, container_id: str, on_limitation: OnLimitation) -> ContainerHooks:
         """What a runner tells the container; ``on_limitation`` hears of a limit it passes (from now on)."""
@@ -110,10 +122,12 @@ class Containers:
 
     def preparing(
         self, container_id: str, limits: ContainerLimits, then: Callable[[], object] | None
-    ) -> Callable[[], None]:
+    ) -> Callable[[], LaunchSpec | None]:
         """A blocking step for the spawn thread: ``then`` (e.g. make the sandbox), then set the container up.
 
-        Call it on the event loop. The returned callable raises LaunchError when the container cannot be set up.
+        Call it on the event loop. The returned callable raises LaunchError when the container cannot be set up;
+        it returns the spec to start in place of the one :meth:`launch_spec` gave, when the helper sets the
+        container up (the launcher starts what it returns).
         """
         loop = asyncio.get_running_loop()
         return lambda: self._prepare(container_id, limits, then, loop)
@@ -124,24 +138,45 @@ class Containers:
         limits: ContainerLimits,
         then: Callable[[], object] | None,
         loop: asyncio.AbstractEventLoop,
-    ) -> None:
+    ) -> LaunchSpec | None:
         if then is not None:
             then()
+        if container_id in self._by_helper:
+            return self._prepare_by_helper(container_id, limits, loop)
         try:
             first = self.isolation.prepare(container_id, limits)
         except OSError as exc:
             raise LaunchError(f"Failed to isolate container {container_id}: {exc}") from exc
         if first:
-            sources = self.isolation.oom_events(container_id)
-            if sources and all(source.fileno() in self._readers for source in sources):
-                # Shared sources (one epoll set or inotify instance for all) are read already: note the
-                # container without waking the loop (dict steps are atomic; the loop only pops).
-                self._sources[container_id] = sources
-                if container_id not in self._handlers:  # released meanwhile (its launch was given up)
-                    for source in self._sources.pop(container_id, []):
-                        source.unwatch(container_id)
-            elif sources:
-                loop.call_soon_threadsafe(self._arm, container_id, sources)
+            self._watch(container_id, self.isolation.oom_events(container_id), loop)
+        return None
+
+    def _watch(self, container_id: str, sources: list[EventSource], loop: asyncio.AbstractEventLoop) -> None:
+        """Have the loop read the container's event sources (from a spawn thread)."""
+        if sources and all(source.fileno() in self._readers for source in sources):
+            # Shared sources (one epoll set or inotify instance for all) are read already: note the container
+            # without waking the loop (dict steps are atomic; the loop only pops).
+            self._sources[container_id] = sources
+            if container_id not in self._handlers:  # released meanwhile (its launch was given up)
+                for source in self._sources.pop(container_id, []):
+                    source.unwatch(container_id)
+        elif sources:
+            loop.call_soon_threadsafe(self._arm, container_id, sources)
+
+    def _prepare_by_helper(
+        self, container_id: str, limits: ContainerLimits, loop: asyncio.AbstractEventLoop
+    ) -> LaunchSpec:
+        """The spawn thread's step for a container butte-isolate sets up: the spec with the helper's prelude."""
+        spec, switch = self._by_helper[container_id]
+        try:
+            launch = self.isolation.helper_prelude(container_id, limits, switch)
+        except OSError as exc:
+            raise LaunchError(f"Failed to isolate container {container_id}: {exc}") from exc
+        if launch is None:
+            raise LaunchError(f"Failed to isolate container {container_id}: the helper cannot set it up")
+        self.isolation.expect(container_id, limits)
+        self._watch(container_id, launch.events, loop)
+        return dataclasses.replace(spec, prelude=launch.prelude, pass_fds=launch.pass_fds)
 
     def adopt(self, container_id: str, limits: ContainerLimits, on_limitation: OnLimitation) -> ContainerHooks:
         """Take back a container a previous run of the agent set up (recovery); errors are logged."""
@@ -172,12 +207,20 @@ class Containers:
         self._disarm(container_id)
         if not self._handlers:
             self._emptied.set()
+        if self._by_helper.pop(container_id, None) is not None and self.isolation.forget_if_removed(container_id):
+            return
         if not self.isolation.has_prelude:
             # posix only: forgetting the container touches no cgroup, and a thread hop per task ended costs
             # more (GIL hand-offs) than the work itself.
             self.isolation.destroy(container_id)
             return
         self._destroyer.submit(self._destroy, container_id)
+
+    def close(self) -> None:
+        """The agent is stopping and its containers are released: finish their destroys, drop what is kept for
+        containers to come (blocking)."""
+        self._destroyer.shutdown(wait=True)
+        self.isolation.close()
 
     def _destroy(self, container_id: str) -> None:
         try:
@@ -218,6 +261,8 @@ class Containers:
 
     def _readable(self, source: EventSource) -> None:
         for container_id in source.fired():
+            if container_id in self._by_helper and self.isolation.removed_by_helper(container_id):
+                continue  # v1 signals an OOM eventfd when its cgroup is removed: the helper's clean-up
             if container_id in self._handlers and container_id not in self._confirming:
                 task = asyncio.get_running_loop().create_task(self._confirm(container_id))
                 self._confirming[container_id] = task
@@ -228,6 +273,8 @@ class Containers:
             for attempt in range(OOM_CONFIRM_TRIES):
                 if attempt:
                     await asyncio.sleep(OOM_CONFIRM_PAUSE_S)
+                if container_id not in self._handlers:
+                    return  # released meanwhile
                 limitation = await asyncio.to_thread(self.isolation.limitation, container_id)
                 if limitation is not None:
                     self._limited(container_id, limitation)

@@ -85,20 +85,34 @@ class OomEventFds:
         Raises:
             OSError: the cgroup has no ``memory.oom_control`` or refused the registration.
         """
-        event = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        event = self.add(container_id)
         try:
             control = os.open(os.path.join(memory_dir, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
             try:
                 write_text(os.path.join(memory_dir, "cgroup.event_control"), f"{event} {control}")
             finally:
                 os.close(control)  # the kernel holds what it needs from it; only the eventfd must stay open
-            with self._lock:
-                self._epoll.register(event, select.EPOLLIN)
-                self._by_fd[event] = container_id
-                self._by_container[container_id] = event
         except OSError:
-            os.close(event)
+            self.unwatch(container_id)
             raise
+
+    def add(self, container_id: str) -> int:
+        """A new eventfd for the container, in the set; registering it with the cgroup is the caller's part
+        (butte-isolate does it when it makes the cgroup: Isolation.helper_prelude).
+
+        Raises:
+            OSError: no eventfd could be made.
+        """
+        event = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        with self._lock:
+            try:
+                self._epoll.register(event, select.EPOLLIN)
+            except OSError:
+                os.close(event)
+                raise
+            self._by_fd[event] = container_id
+            self._by_container[container_id] = event
+        return event
 
     def fired(self) -> list[str]:
         """The containers whose eventfd was signalled since the last call (reading resets each)."""

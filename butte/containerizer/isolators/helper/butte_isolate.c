@@ -1,9 +1,24 @@
 /* butte-isolate: land a task in its container, then exec it; the agent's one exec per isolated task.
  *
- * Usage: butte-isolate [--exit-status FILE] [CGROUP_PROCS_FILE]... [--pidns] -- COMMAND [ARG]...
+ * Usage: butte-isolate [--exit-status FILE] [--cgroup DIR]... [--reuse NAME] [--write FILE VALUE]...
+ *                      [--oom-eventfd FD FILE] [CGROUP_PROCS_FILE]... [--pidns]
+ *                      [--remove [--recycle NAME] [--reset FILE VALUE]... [--recycle-below FILE BYTES]]
+ *                      -- COMMAND [ARG]...
  *
- * Writes its own pid to each cgroup.procs file first, so that nothing the task starts can escape its
- * cgroups. With --pidns it makes a new pid and mount namespace and forks the namespace's init, which mounts
+ * With --cgroup it makes the container's cgroup DIR itself (it may be there already), then writes each
+ * --write VALUE (the limits), then registers the eventfd FD it inherited from the agent for the OOM
+ * notifications of FILE (cgroup v1 memory.oom_control, through cgroup.event_control in the same directory) and
+ * closes it. The task's side (the process that execs the task, or the namespace's init) then joins each
+ * --cgroup and each given cgroup.procs file before anything else, so that nothing the task starts can escape
+ * its cgroups. With --remove it stays as the task's parent, outside the cgroups, and once the task (or the
+ * namespace) has ended removes them, last made first, unless FILE counts an OOM kill (the agent reads the
+ * limitation there) or a cgroup is still busy (the agent kills what is left): the agent does no cgroup work
+ * of its own for such a task (isolation.py, helper_prelude). Making and removing a cgroup is most of what
+ * isolation costs the kernel, so the agent keeps a pool of used ones: --reuse NAME renames the cgroup NAME
+ * beside each DIR into DIR in place of making it, and --recycle NAME renames each DIR to NAME in place of
+ * removing it, after the --reset writes (counters back to zero), when the --recycle-below FILE shows no more
+ * than BYTES still charged to it and no process is left in them (a rename would take it along).
+ * With --pidns it makes a new pid and mount namespace and forks the namespace's init, which mounts
  * a private /proc and runs the task as its child; SIGTERM and friends are passed on down to the task (so a
  * kill's grace period means something), and a SIGKILL of this process takes the init, and with it the whole
  * namespace, down. It exits as the task did. Replaces `sh -c <join>` + `unshare --pid --fork
@@ -151,15 +166,20 @@ static void quit(int code) {
     for (;;) sys(__NR_exit_group, code, 0, 0, 0, 0);
 }
 
-static int join_cgroup(const char *procs_file, const char *pid) {
-    long fd = open_file(procs_file, O_WRONLY, 0);
-    long written = fd < 0 ? fd : sys(__NR_write, fd, (long)pid, (long)length(pid), 0, 0);
+/* Write `value` to a control file; on failure say "<what><path>" and return -1. */
+static int write_value(const char *path, const char *value, const char *what) {
+    long fd = open_file(path, O_WRONLY, 0);
+    long written = fd < 0 ? fd : sys(__NR_write, fd, (long)value, (long)length(value), 0, 0);
     if (fd >= 0) sys(__NR_close, fd, 0, 0, 0, 0);
     if (written < 0) {
-        complain("cannot join ", procs_file, written);
+        complain(what, path, written);
         return -1;
     }
     return 0;
+}
+
+static int join_cgroup(const char *procs_file, const char *pid) {
+    return write_value(procs_file, pid, "cannot join ");
 }
 
 /* ---- signals ---- */
@@ -218,6 +238,197 @@ static void forward_signals(long target, sigmask previous) {
     set_mask(SIG_SETMASK, previous);
 }
 
+/* ---- the container's cgroups, when the helper makes them (--cgroup, --write, --oom-eventfd, --remove) ---- */
+
+#define MAX_CGROUPS 8
+#define MAX_WRITES 16
+#define PATH_BYTES 4096
+
+struct setup {
+    const char *cgroups[MAX_CGROUPS]; /* made here, in this order */
+    int n_cgroups;
+    const char *writes[MAX_WRITES][2]; /* file, value */
+    int n_writes;
+    long oom_eventfd;
+    const char *oom_file;
+    int remove;
+    const char *joins[MAX_CGROUPS]; /* cgroup.procs files of cgroups made by the agent */
+    int n_joins;
+    const char *reuse;   /* a recycled cgroup's name, taken over in place of a mkdir */
+    const char *recycle; /* the name the cgroups go under when the task has ended, in place of a rmdir */
+    const char *resets[MAX_WRITES][2]; /* written before they are recycled (counters back to zero) */
+    int n_resets;
+    const char *usage_file; /* recycled only when this file's number is at most usage_limit */
+    long usage_limit;
+    int pidns; /* the task runs in a pid namespace: when it ends, every process of the container has */
+};
+
+/* The container this run sets up (isolate() fills it in from the arguments). */
+static struct setup container;
+
+/* `dir` + "/" + `name` into `out` (PATH_BYTES); 0 when it does not fit. */
+static const char *join_path(char *out, const char *dir, const char *name) {
+    unsigned long a = length(dir), b = length(name);
+    if (a + 1 + b + 1 > PATH_BYTES) return 0;
+    for (unsigned long i = 0; i < a; i++) out[i] = dir[i];
+    out[a] = '/';
+    for (unsigned long i = 0; i <= b; i++) out[a + 1 + i] = name[i];
+    return out;
+}
+
+/* cgroup v1's OOM notification: "<eventfd> <fd of memory.oom_control>" into cgroup.event_control beside it. */
+static int register_oom_eventfd(long eventfd, const char *oom_file) {
+    char control_path[PATH_BYTES], digits[21], line[48];
+    unsigned long n = length(oom_file);
+    while (n > 0 && oom_file[n - 1] != '/') n--;
+    if (n == 0 || n + sizeof "cgroup.event_control" > PATH_BYTES) return -1;
+    for (unsigned long i = 0; i < n; i++) control_path[i] = oom_file[i];
+    const char *name = "cgroup.event_control";
+    for (unsigned long i = 0; i <= length(name); i++) control_path[n + i] = name[i];
+    long control = open_file(oom_file, O_RDONLY, 0);
+    if (control < 0) {
+        complain("cannot open ", oom_file, control);
+        return -1;
+    }
+    unsigned long at = 0;
+    for (const char *d = decimal(eventfd, digits); *d; d++) line[at++] = *d;
+    line[at++] = ' ';
+    for (const char *d = decimal(control, digits); *d; d++) line[at++] = *d;
+    line[at] = 0;
+    int result = write_value(control_path, line, "cannot write ");
+    sys(__NR_close, control, 0, 0, 0, 0);
+    return result;
+}
+
+/* `name` beside `dir` (in its parent) into `out` (PATH_BYTES); 0 when it does not fit. */
+static const char *sibling(char *out, const char *dir, const char *name) {
+    unsigned long n = length(dir);
+    while (n > 0 && dir[n - 1] != '/') n--;
+    if (n == 0 || n + length(name) + 1 > PATH_BYTES) return 0;
+    for (unsigned long i = 0; i < n; i++) out[i] = dir[i];
+    for (unsigned long i = 0; i <= length(name); i++) out[n + i] = name[i];
+    return out;
+}
+
+static long rename_dir(const char *from, const char *to) {
+    return sys(__NR_renameat2, AT_FDCWD, (long)from, AT_FDCWD, (long)to, 0);
+}
+
+/* The number at the start of a small file, or -1. */
+static long read_number(const char *path) {
+    char text[32];
+    long fd = open_file(path, O_RDONLY, 0);
+    long n = fd < 0 ? fd : sys(__NR_read, fd, (long)text, sizeof text - 1, 0, 0);
+    if (fd >= 0) sys(__NR_close, fd, 0, 0, 0, 0);
+    if (n <= 0 || text[0] < '0' || text[0] > '9') return -1;
+    long value = 0;
+    for (long i = 0; i < n && text[i] >= '0' && text[i] <= '9'; i++) value = value * 10 + (text[i] - '0');
+    return value;
+}
+
+/* Make (or take over a recycled) cgroup, write the limits, register for OOM events: all before the joins. */
+static int set_up(void) {
+    struct setup *setup = &container;
+    char idle[PATH_BYTES];
+    for (int i = 0; i < setup->n_cgroups; i++) {
+        if (setup->reuse != 0 && sibling(idle, setup->cgroups[i], setup->reuse) != 0 &&
+            rename_dir(idle, setup->cgroups[i]) == 0) {
+            continue;
+        }
+        long made = sys(__NR_mkdirat, AT_FDCWD, (long)setup->cgroups[i], 0755, 0, 0);
+        if (made < 0 && made != -EEXIST) {
+            complain("cannot make ", setup->cgroups[i], made);
+            return -1;
+        }
+    }
+    for (int i = 0; i < setup->n_writes; i++) {
+        if (write_value(setup->writes[i][0], setup->writes[i][1], "cannot write ") < 0) return -1;
+    }
+    if (setup->oom_file != 0) {
+        int registered = register_oom_eventfd(setup->oom_eventfd, setup->oom_file);
+        sys(__NR_close, setup->oom_eventfd, 0, 0, 0, 0); /* the task must not hold it; the agent keeps its own */
+        if (registered < 0) return -1;
+    }
+    return 0;
+}
+
+/* Whether FILE counts an OOM kill ("oom_kill N", N > 0): the agent then reads the limitation there. */
+static int oom_killed(const char *oom_file) {
+    char text[1024];
+    long fd = open_file(oom_file, O_RDONLY, 0);
+    if (fd < 0) return 0;
+    long n = sys(__NR_read, fd, (long)text, sizeof text - 1, 0, 0);
+    sys(__NR_close, fd, 0, 0, 0, 0);
+    if (n <= 0) return 0;
+    text[n] = 0;
+    const char *key = "oom_kill ";
+    for (const char *line = text; *line;) {
+        const char *k = key, *c = line;
+        while (*k && *c == *k) c++, k++;
+        if (*k == 0) return *c >= '1' && *c <= '9';
+        while (*line && *line != '\n') line++;
+        if (*line == '\n') line++;
+    }
+    return 0;
+}
+
+/* Land the calling process in the container's cgroups ("0": the writer), so that all it starts stays there. The
+ * task's side of a fork does this, never the process that outlives the task: that one must not keep the
+ * cgroups busy when it removes them. */
+static int join_container(void) {
+    char procs[PATH_BYTES];
+    for (int i = 0; i < container.n_cgroups; i++) {
+        if (join_path(procs, container.cgroups[i], "cgroup.procs") == 0 || join_cgroup(procs, "0") < 0) return -1;
+    }
+    for (int i = 0; i < container.n_joins; i++) {
+        if (join_cgroup(container.joins[i], "0") < 0) return -1;
+    }
+    return 0;
+}
+
+/* Whether a cgroup has no process left (a rename, unlike a rmdir, would take them along). */
+static int empty_cgroup(const char *dir) {
+    char procs[PATH_BYTES], pid[8];
+    if (join_path(procs, dir, "cgroup.procs") == 0) return 0;
+    long fd = open_file(procs, O_RDONLY, 0);
+    long n = fd < 0 ? fd : sys(__NR_read, fd, (long)pid, sizeof pid, 0, 0);
+    if (fd >= 0) sys(__NR_close, fd, 0, 0, 0, 0);
+    return n == 0;
+}
+
+/* Whether the cgroups may go back to the agent's pool (--recycle): nothing left charged above the limit and,
+ * unless a pid namespace took every process with it, no process left. */
+static int recyclable(void) {
+    if (container.recycle == 0) return 0;
+    if (!container.pidns) {
+        for (int i = 0; i < container.n_cgroups; i++) {
+            if (!empty_cgroup(container.cgroups[i])) return 0;
+        }
+    }
+    if (container.usage_file == 0) return 1;
+    long used = read_number(container.usage_file);
+    return used >= 0 && used <= container.usage_limit;
+}
+
+/* The task has ended (--remove): recycle the cgroups under their new name, counters reset (--recycle), or
+ * remove them, last made first. Stops at the first that will not go (still busy: the agent kills what is left
+ * and removes the rest). */
+static void remove_cgroups(void) {
+    if (!container.remove || (container.oom_file != 0 && oom_killed(container.oom_file))) return;
+    int recycle = recyclable();
+    char idle[PATH_BYTES];
+    if (recycle) {
+        for (int i = 0; i < container.n_resets; i++) {
+            write_value(container.resets[i][0], container.resets[i][1], "cannot reset ");
+        }
+    }
+    for (int i = container.n_cgroups - 1; i >= 0; i--) {
+        const char *dir = container.cgroups[i];
+        if (recycle && sibling(idle, dir, container.recycle) != 0 && rename_dir(dir, idle) == 0) continue;
+        if (sys(__NR_unlinkat, AT_FDCWD, (long)dir, AT_REMOVEDIR, 0, 0) < 0) return;
+    }
+}
+
 /* ---- processes ---- */
 
 /* Wait for `child`, reaping any other child met meanwhile (the namespace's init inherits orphans). */
@@ -257,21 +468,27 @@ static void record_status(const char *path, int code) {
     sys(__NR_close, fd, 0, 0, 0, 0);
 }
 
-/* Without a namespace: fork the task, outlive a group SIGTERM, record how the task ended, end as it did. */
+/* The task (or its namespace) has ended: record how, take its cgroups down (--remove), end as it did. */
+static void finish(const char *status_path, int code) {
+    record_status(status_path, code);
+    remove_cgroups();
+    quit(end_like(code));
+}
+
+/* Without a namespace: fork the task, outlive a group SIGTERM, then finish() as the task ended. */
 static int run_recording(const char *status_path) {
     sigmask previous = block_passed_on();
     long task = fork_process();
     if (task < 0) return -1;
     if (task == 0) {
+        if (join_container() < 0) quit(SETUP_FAILED);
         set_mask(SIG_SETMASK, previous);
         return 0;
     }
     /* a handler, not SIG_IGN: the task must not inherit an ignore */
     for (unsigned long i = 0; i < PASSED_ON; i++) on_signal(passed_on[i], ignore_signal, 0);
     set_mask(SIG_SETMASK, previous);
-    int code = wait_for(task);
-    record_status(status_path, code);
-    quit(end_like(code));
+    finish(status_path, wait_for(task));
     return -1;
 }
 
@@ -279,6 +496,7 @@ static int run_recording(const char *status_path) {
  * kernel drops signals to an init that has no handler, so the task itself must not be pid 1. */
 static int run_init(sigmask previous) {
     sys(__NR_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0); /* the outer process died: take the namespace down */
+    if (join_container() < 0) return -1;
     long failed = sys(__NR_mount, (long)"none", (long)"/", 0, MS_REC | MS_PRIVATE, 0);
     if (failed == 0) failed = sys(__NR_mount, (long)"proc", (long)"/proc", (long)"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, 0);
     if (failed < 0) {
@@ -307,9 +525,7 @@ static int enter_pid_namespace(const char *status_path) {
     if (init < 0) return -1;
     if (init == 0) return run_init(previous);
     forward_signals(init, previous);
-    int code = wait_for(init);
-    record_status(status_path, code);
-    quit(end_like(code));
+    finish(status_path, wait_for(init));
     return -1;
 }
 
@@ -352,29 +568,63 @@ static long run_command(char **argv, char **envp) {
     return result;
 }
 
+/* The task's side: exec the command (127: not found, 126: not runnable). */
+static int run(char **argv, char **envp) {
+    long error = run_command(argv, envp);
+    complain("cannot run ", argv[0], error);
+    return error == -ENOENT ? 127 : 126;
+}
+
 static int isolate(int argc, char **argv, char **envp) {
-    char digits[21];
-    const char *pid = decimal(sys(__NR_getpid, 0, 0, 0, 0, 0), digits);
     const char *status_path = 0;
     int pidns = 0, i;
     for (i = 1; i < argc && !same(argv[i], "--"); i++) {
         if (same(argv[i], "--pidns")) {
-            pidns = 1;
+            pidns = container.pidns = 1;
+        } else if (same(argv[i], "--remove")) {
+            container.remove = 1;
         } else if (same(argv[i], "--exit-status") && i + 1 < argc) {
             status_path = argv[++i];
-        } else if (join_cgroup(argv[i], pid) < 0) {
-            return SETUP_FAILED;
+        } else if (same(argv[i], "--cgroup") && i + 1 < argc && container.n_cgroups < MAX_CGROUPS) {
+            container.cgroups[container.n_cgroups++] = argv[++i];
+        } else if (same(argv[i], "--write") && i + 2 < argc && container.n_writes < MAX_WRITES) {
+            container.writes[container.n_writes][0] = argv[++i];
+            container.writes[container.n_writes++][1] = argv[++i];
+        } else if (same(argv[i], "--oom-eventfd") && i + 2 < argc) {
+            long fd = 0;
+            for (const char *c = argv[++i]; *c >= '0' && *c <= '9'; c++) fd = fd * 10 + (*c - '0');
+            container.oom_eventfd = fd;
+            container.oom_file = argv[++i];
+        } else if (same(argv[i], "--reuse") && i + 1 < argc) {
+            container.reuse = argv[++i];
+        } else if (same(argv[i], "--recycle") && i + 1 < argc) {
+            container.recycle = argv[++i];
+        } else if (same(argv[i], "--reset") && i + 2 < argc && container.n_resets < MAX_WRITES) {
+            container.resets[container.n_resets][0] = argv[++i];
+            container.resets[container.n_resets++][1] = argv[++i];
+        } else if (same(argv[i], "--recycle-below") && i + 2 < argc) {
+            container.usage_file = argv[++i];
+            long limit = 0;
+            for (const char *c = argv[++i]; *c >= '0' && *c <= '9'; c++) limit = limit * 10 + (*c - '0');
+            container.usage_limit = limit;
+        } else if (argv[i][0] != '-' && container.n_joins < MAX_CGROUPS) {
+            container.joins[container.n_joins++] = argv[i];
+        } else {
+            i = argc; /* an option it does not know, or too many: refuse below */
         }
     }
     if (i + 1 >= argc) {
-        say(2, "usage: butte-isolate [--exit-status FILE] [CGROUP_PROCS]... [--pidns] -- COMMAND [ARG]...\n");
+        say(2, "usage: butte-isolate [--exit-status FILE] [--cgroup DIR]... [--reuse NAME] [--write FILE VALUE]... "
+               "[--oom-eventfd FD FILE] [CGROUP_PROCS]... [--pidns] [--remove [--recycle NAME] [--reset FILE VALUE]... "
+               "[--recycle-below FILE BYTES]] -- COMMAND [ARG]...\n");
         return SETUP_FAILED;
     }
-    if (pidns && enter_pid_namespace(status_path) < 0) return SETUP_FAILED;
-    if (!pidns && status_path != 0 && run_recording(status_path) < 0) return SETUP_FAILED;
-    long error = run_command(argv + i + 1, envp);
-    complain("cannot run ", argv[i + 1], error);
-    return error == -ENOENT ? 127 : 126;
+    if (set_up() < 0) return SETUP_FAILED;
+    if (pidns) return enter_pid_namespace(status_path) < 0 ? SETUP_FAILED : run(argv + i + 1, envp);
+    if (status_path != 0 || container.remove) {
+        return run_recording(status_path) < 0 ? SETUP_FAILED : run(argv + i + 1, envp);
+    }
+    return join_container() < 0 ? SETUP_FAILED : run(argv + i + 1, envp);
 }
 
 #ifdef BUTTE_NOLIBC

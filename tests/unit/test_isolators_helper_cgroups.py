@@ -1,0 +1,126 @@
+"""butte-isolate setting a container's v1 cgroups up and taking them down itself, on this host's hierarchies:
+the agent does no cgroup work of its own for a command task (Isolation.helper_prelude)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from butte.containerizer.isolators import ContainerLimits, Isolation, detect_cgroups
+from butte.containerizer.isolators.base import MEMORY_LIMITATION, read_int
+from butte.containerizer.isolators.cgroups_v1 import CgroupsV1
+from butte.containerizer.isolators.helper import build_helper
+from butte.containerizer.isolators.isolation import HelperLaunch
+from butte.containerizer.isolators.pid_namespace import PidNamespace
+
+LAYOUT = detect_cgroups()
+HELPER = build_helper()
+CONTROLLERS = ("cpu", "cpuacct", "memory")
+HOG = [sys.executable, "-c", "x = b'x' * (100 * 1024 * 1024)"]
+LIMITS = ContainerLimits(cpus=0.5, mem_mb=64)
+
+
+def missing() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to write cgroups"
+    if HELPER is None:
+        return "needs a C compiler for butte-isolate"
+    absent = [name for name in CONTROLLERS if name not in LAYOUT.v1]
+    return f"no cgroup v1 hierarchy for {', '.join(absent)}" if absent else None
+
+
+pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
+
+
+@pytest.fixture
+def bases() -> Iterator[dict[str, str]]:
+    name = f"butte-helper-{uuid.uuid4().hex[:8]}"
+    made = {controller: os.path.join(LAYOUT.v1[controller], name) for controller in CONTROLLERS}
+    for base in made.values():
+        os.makedirs(base, exist_ok=True)
+    yield made
+    for base in made.values():
+        os.rmdir(base)  # fails the test when a cgroup was left behind
+
+
+def run(launch: HelperLaunch, container_id: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run([*launch.prelude, *argv], pass_fds=launch.pass_fds, capture_output=True, text=True)
+    finally:
+        for source in launch.events:
+            source.unwatch(container_id)  # the agent closes its eventfd when it releases the container
+
+
+def container_dirs(bases: dict[str, str], name: str) -> list[str]:
+    return [f"{base}/{name}" for base in bases.values()]
+
+
+def test_the_helper_limits_the_container_then_recycles_its_cgroups_for_the_next(bases: dict[str, str]) -> None:
+    cgroups = CgroupsV1(bases)
+    isolation = Isolation([cgroups, PidNamespace()], ["cgroups/cpu", "cgroups/mem", "namespaces/pid"], HELPER)
+
+    def script(name: str) -> str:
+        limits = f"{bases['memory']}/{name}/memory.limit_in_bytes {bases['cpu']}/{name}/cpu.shares"
+        return f"cat /proc/self/cgroup; cat {limits}; ls /proc | grep -c '^[0-9]'"
+
+    try:
+        launch = isolation.helper_prelude("c1", LIMITS)
+        assert launch is not None and "--reuse" not in launch.prelude  # nothing idle yet
+        isolation.expect("c1", LIMITS)
+        ran = run(launch, "c1", ["sh", "-c", script("c1")])
+        assert ran.returncode == 0, ran.stderr
+        lines = ran.stdout.split()
+        for controller in CONTROLLERS:
+            assert any(line.endswith(f"{os.path.basename(bases[controller])}/c1") for line in lines), lines
+        assert lines[-3:] == [str(64 * 1024 * 1024), "512", "4"]  # limits; the init, sh, ls and grep
+        assert isolation.forget_if_removed("c1") and isolation.containers() == []
+        assert not any(os.path.exists(path) for path in container_dirs(bases, "c1"))
+        assert all(os.path.isdir(path) for path in container_dirs(bases, "idle-c1"))
+        assert read_int(f"{bases['cpuacct']}/idle-c1/cpuacct.usage") == 0  # reset for whoever comes next
+
+        launch = isolation.helper_prelude("c2", LIMITS)
+        assert launch is not None and "--reuse" in launch.prelude
+        ran = run(launch, "c2", ["sh", "-c", script("c2")])
+        assert ran.returncode == 0 and f"{os.path.basename(bases['memory'])}/c2" in ran.stdout
+        assert isolation.forget_if_removed("c2")
+        assert all(os.path.isdir(path) for path in container_dirs(bases, "idle-c2"))
+        assert not os.path.exists(f"{bases['memory']}/idle-c1")  # it became c2's, then idle-c2
+    finally:
+        cgroups.close()
+
+
+def test_an_oom_kill_keeps_the_cgroups_for_the_agent_to_read_then_destroy(bases: dict[str, str]) -> None:
+    cgroups = CgroupsV1(bases)
+    isolation = Isolation([cgroups, PidNamespace()], ["cgroups/mem", "namespaces/pid"], HELPER)
+    limits = ContainerLimits(mem_mb=32)
+    launch = isolation.helper_prelude("hog", limits)
+    assert launch is not None
+    isolation.expect("hog", limits)
+    ran = run(launch, "hog", HOG)
+    assert ran.returncode == -9
+    assert not isolation.forget_if_removed("hog")  # left for the agent: the limitation is read there
+    limitation = isolation.limitation("hog")
+    assert limitation is not None and limitation.reason == MEMORY_LIMITATION
+    isolation.destroy("hog")
+    assert not any(os.path.exists(path) for path in container_dirs(bases, "hog") + container_dirs(bases, "idle-hog"))
+
+
+def test_a_process_left_behind_without_a_namespace_is_never_recycled(bases: dict[str, str]) -> None:
+    cgroups = CgroupsV1(bases)
+    isolation = Isolation([cgroups], ["cgroups/cpu", "cgroups/mem"], HELPER)
+    launch = isolation.helper_prelude("leaver", LIMITS)
+    assert launch is not None
+    isolation.expect("leaver", LIMITS)
+    # The task ends at once; what it started left its process group and session, not its cgroups.
+    ran = run(launch, "leaver", ["sh", "-c", "setsid sleep 1000 >/dev/null 2>&1 & exit 0"])
+    assert ran.returncode == 0
+    assert not isolation.forget_if_removed("leaver")
+    assert cgroups.usage("leaver")["processes"] == 1
+    isolation.destroy("leaver")  # kills it, then removes the cgroups
+    assert not any(os.path.exists(path) for path in container_dirs(bases, "leaver"))
+    assert cgroups._pool is not None and cgroups._pool.idle() == []
