@@ -80,6 +80,11 @@ __asm__(".text\n.global _start\n_start:\n\txor %ebp, %ebp\n\tmov %rsp, %rdi\n\ta
         ".global restore_rt\nrestore_rt:\n\tmov $15, %eax\n\tsyscall\n");
 void restore_rt(void);
 #define RESTORER ((unsigned long)restore_rt)
+/* clone(flags, stack_top); the child calls fn(arg) on that stack and exits with what it returns. */
+__asm__(".text\n.global spawn_on_stack\nspawn_on_stack:\n\tmov %rdx, %r8\n\tmov %rcx, %r9\n"
+        "\txor %edx, %edx\n\txor %r10d, %r10d\n\tmov $56, %eax\n\tsyscall\n\ttest %rax, %rax\n\tjnz 1f\n"
+        "\txor %ebp, %ebp\n\tmov %r9, %rdi\n\tcall *%r8\n\tmov %eax, %edi\n\tmov $231, %eax\n\tsyscall\n"
+        "\thlt\n1:\tret\n");
 #elif defined(__aarch64__)
 static long sys(long n, long a, long b, long c, long d, long e) {
     register long x8 __asm__("x8") = n;
@@ -93,9 +98,14 @@ static long sys(long n, long a, long b, long c, long d, long e) {
 }
 __asm__(".text\n.global _start\n_start:\n\tmov x0, sp\n\tbl start_c\n");
 #define RESTORER 0UL /* the kernel returns through the vDSO's trampoline */
+__asm__(".text\n.global spawn_on_stack\nspawn_on_stack:\n\tmov x9, x2\n\tmov x10, x3\n\tmov x2, xzr\n"
+        "\tmov x3, xzr\n\tmov x4, xzr\n\tmov x8, #220\n\tsvc #0\n\tcbnz x0, 1f\n\tmov x0, x10\n\tblr x9\n"
+        "\tmov x8, #94\n\tsvc #0\n1:\tret\n");
 #else
 #error "BUTTE_NOLIBC: no system call glue for this architecture (build without it)"
 #endif
+
+long spawn_on_stack(long flags, void *stack_top, int (*fn)(void *), void *arg);
 
 /* The compiler may call these for struct copies; nothing else here needs the C library. */
 void *memset(void *to, int value, unsigned long n) {
@@ -118,6 +128,11 @@ void *memcpy(void *to, const void *from, unsigned long n) {
 static long sys(long n, long a, long b, long c, long d, long e) {
     long ret = syscall(n, a, b, c, d, e);
     return ret == -1 ? -errno : ret;
+}
+extern int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...);
+static long spawn_on_stack(long flags, void *stack_top, int (*fn)(void *), void *arg) {
+    long pid = clone(fn, stack_top, (int)flags, arg);
+    return pid == -1 ? -errno : pid;
 }
 
 #endif
@@ -475,16 +490,42 @@ static void finish(const char *status_path, int code) {
     quit(end_like(code));
 }
 
-/* Without a namespace: fork the task, outlive a group SIGTERM, then finish() as the task ended. */
+/* ---- starting the task ---- */
+
+/* The command, and how the task's side starts it (isolate() and spawn_task() fill it in). */
+static struct {
+    char **argv;
+    char **envp;
+    int join;
+    sigmask mask;
+} command;
+
+static int run(char **argv, char **envp);
+
+/* The task's side of spawn_task(), on a stack of its own and in this process's memory until it execs. */
+static int start_task(void *unused) {
+    (void)unused;
+    if (command.join && join_container() < 0) return SETUP_FAILED;
+    set_mask(SIG_SETMASK, command.mask); /* the task starts with the mask it was given */
+    return run(command.argv, command.envp);
+}
+
+static char task_stack[1 << 16] __attribute__((aligned(16)));
+
+/* Start the task as vfork does (CLONE_VM | CLONE_VFORK): no copy of this process's memory is made, then torn
+ * down again by the exec (in a VM the teardown's TLB shootdown interrupts the other cpus); this process waits
+ * until the task has exec'd. */
+static long spawn_task(int join, sigmask mask) {
+    command.join = join;
+    command.mask = mask;
+    return spawn_on_stack(CLONE_VM | CLONE_VFORK | SIGCHLD, task_stack + sizeof task_stack, start_task, 0);
+}
+
+/* Without a namespace: start the task, outlive a group SIGTERM, then finish() as the task ended. */
 static int run_recording(const char *status_path) {
     sigmask previous = block_passed_on();
-    long task = fork_process();
+    long task = spawn_task(1, previous);
     if (task < 0) return -1;
-    if (task == 0) {
-        if (join_container() < 0) quit(SETUP_FAILED);
-        set_mask(SIG_SETMASK, previous);
-        return 0;
-    }
     /* a handler, not SIG_IGN: the task must not inherit an ignore */
     for (unsigned long i = 0; i < PASSED_ON; i++) on_signal(passed_on[i], ignore_signal, 0);
     set_mask(SIG_SETMASK, previous);
@@ -503,12 +544,8 @@ static int run_init(sigmask previous) {
         complain("mount /proc", "", failed);
         return -1;
     }
-    long task = fork_process();
+    long task = spawn_task(0, previous);
     if (task < 0) return -1;
-    if (task == 0) {
-        set_mask(SIG_SETMASK, previous); /* the task starts with the mask it was given */
-        return 0;
-    }
     forward_signals(task, previous);
     quit(wait_for(task));
     return -1;
@@ -619,12 +656,17 @@ static int isolate(int argc, char **argv, char **envp) {
                "[--recycle-below FILE BYTES]] -- COMMAND [ARG]...\n");
         return SETUP_FAILED;
     }
+    command.argv = argv + i + 1;
+    command.envp = envp;
     if (set_up() < 0) return SETUP_FAILED;
-    if (pidns) return enter_pid_namespace(status_path) < 0 ? SETUP_FAILED : run(argv + i + 1, envp);
-    if (status_path != 0 || container.remove) {
-        return run_recording(status_path) < 0 ? SETUP_FAILED : run(argv + i + 1, envp);
+    if (pidns) {
+        enter_pid_namespace(status_path); /* returns only when the namespace could not be made */
+    } else if (status_path != 0 || container.remove) {
+        run_recording(status_path); /* returns only when the task could not be started */
+    } else {
+        return join_container() < 0 ? SETUP_FAILED : run(command.argv, command.envp);
     }
-    return join_container() < 0 ? SETUP_FAILED : run(argv + i + 1, envp);
+    return SETUP_FAILED;
 }
 
 #ifdef BUTTE_NOLIBC
