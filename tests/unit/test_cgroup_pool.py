@@ -79,17 +79,19 @@ def test_an_idle_cgroup_handed_to_a_launch_that_never_ran_comes_back(bases: list
     assert pool.idle() == ["idle-c1"]
 
 
-def test_the_pool_keeps_at_most_its_size_and_removes_the_rest(bases: list[str]) -> None:
+def test_the_pool_and_its_promises_stay_within_its_size(bases: list[str]) -> None:
     pool = CgroupPool(bases, [], None, size=2)
-    for container_id in ("a", "b", "c"):  # a burst: every one recycles, none is taken meanwhile
-        pool.recycle_args(container_id)
-    for container_id in ("a", "b", "c"):
+    assert pool.recycle_args("a") and pool.recycle_args("b")
+    assert pool.recycle_args("c") == []  # a burst: c's helper removes its cgroups itself
+    for container_id in ("a", "b"):
         helper_recycles(bases, container_id)
         assert pool.settle(container_id)
-    assert pool.idle() == ["idle-a", "idle-b"]
-    assert sorted(os.listdir(bases[0])) == ["idle-a", "idle-b"]
+    assert pool.settle("c")  # removed by its helper: nothing to keep
+    assert pool.idle() == ["idle-a", "idle-b"] and pool.recycle_args("d") == []
+    assert pool.setup_args("d") == ["--reuse", "idle-b"] and pool.recycle_args("d")  # room again
     pool.close()
-    assert os.listdir(bases[0]) == [] and os.listdir(bases[1]) == []
+    assert os.listdir(bases[0]) == ["idle-b"]  # lent to d, whose helper has it now
+
 
 
 def test_a_new_agent_sweeps_idle_cgroups_and_nothing_else(bases: list[str]) -> None:
