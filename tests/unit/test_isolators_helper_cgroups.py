@@ -77,7 +77,8 @@ def test_the_helper_limits_the_container_then_recycles_its_cgroups_for_the_next(
         lines = ran.stdout.split()
         for controller in CONTROLLERS:
             assert any(line.endswith(f"{os.path.basename(bases[controller])}/c1") for line in lines), lines
-        assert lines[-3:] == [str(64 * 1024 * 1024), "512", "4"]  # limits; the init, sh, ls and grep
+        assert lines[-3:-1] == [str(64 * 1024 * 1024), "512"]
+        assert int(lines[-1]) <= 4  # the init, sh, ls and grep (when sh started it before ls read /proc)
         assert isolation.forget_if_removed("c1") and isolation.containers() == []
         assert not any(os.path.exists(path) for path in container_dirs(bases, "c1"))
         assert all(os.path.isdir(path) for path in container_dirs(bases, "idle-c1"))
