@@ -93,7 +93,6 @@ def test_the_pool_and_its_promises_stay_within_its_size(bases: list[str]) -> Non
     assert os.listdir(bases[0]) == ["idle-b"]  # lent to d, whose helper has it now
 
 
-
 def test_a_new_agent_sweeps_idle_cgroups_and_nothing_else(bases: list[str]) -> None:
     for base in bases:
         os.mkdir(f"{base}/idle-old")

@@ -59,7 +59,7 @@ class Isolator:
 
     name = "none"
     makes_pid_namespace = False  # the helper does this one itself, without the wrapper
-    helps = False  # whether :meth:`helper_setup` can have butte-isolate set its part of a container up
+    helps = False  # whether butte-isolate can set this isolator's part of a container up (:meth:`helper_setup`)
 
     def prepare(self, container_id: str, limits: ContainerLimits) -> None:
         """Set up the container's isolation before its first process starts (e.g. create and limit cgroups)."""
@@ -79,11 +79,10 @@ class Isolator:
         """An argv prefix the task runs under (e.g. ``unshare`` for a pid namespace)."""
         return ()
 
-    def helper_setup(self, container_id: str, limits: ContainerLimits) -> HelperSetup | None:
+    def helper_setup(self, container_id: str, limits: ContainerLimits) -> HelperSetup:
         """What ``butte-isolate`` is to do for this isolator when it sets the container up and takes it down
-        itself (:meth:`Isolation.helper_prelude`); None when it cannot. Asked only of isolators with
-        ``join_paths``."""
-        return None
+        itself (:meth:`Isolation.helper_prelude`); asked only when :attr:`helps`."""
+        return HelperSetup(())
 
     def removed_by_helper(self, container_id: str) -> bool:
         """Whether the helper took down everything :meth:`helper_setup` had it set up."""

@@ -12,14 +12,13 @@ sh prelude 3.07 ms, by moving the spawning thread into the cgroup first 2.48 ms 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import final
 
-from butte.containerizer.isolators.base import ContainerLimits, HelperSetup, Isolator, Limitation, Statistics
+from butte.containerizer.isolators.base import ContainerLimits, Isolator, Limitation, Statistics
 from butte.containerizer.isolators.oom_events import EventSource
 
 log = logging.getLogger(__name__)
@@ -70,8 +69,7 @@ class Isolation:
         self, container_id: str, limits: ContainerLimits, switch_to: tuple[str, ...] = ()
     ) -> HelperLaunch | None:
         """The prelude of a container's only process when butte-isolate can set the whole container up and take
-        it down itself, and the descriptors it inherits for that; None when it cannot (no helper, nothing on
-        disk to set up, or an isolator it cannot do the work of).
+        it down itself, and the descriptors it inherits for that; None when it cannot (:meth:`helper_can_set_up`).
 
         The agent then does no cgroup work of its own for the container: no thread hop before the spawn to make
         and limit the cgroups, none after the exit to remove them, and none of the GIL hand-offs that each of
@@ -81,33 +79,25 @@ class Isolation:
         Raises:
             OSError: the helper's OOM eventfd could not be made.
         """
-        if self.helper is None:
+        helper = self.helper
+        if helper is None or not self.helper_can_set_up():
             return None
-        setups: list[HelperSetup] = []
-        for isolator in self.isolators:
-            if isolator.makes_pid_namespace:
-                continue  # the helper's --pidns, with nothing to undo
-            setup = isolator.helper_setup(container_id, limits) if isolator.join_paths("-") else None
-            if setup is None:  # e.g. posix's bookkeeping, or cgroup v2: the agent sets the container up itself
-                for made in setups:
-                    for fd in made.pass_fds:
-                        os.close(fd)
-                return None
-            setups.append(setup)
-        if not setups:
-            return None
+        setups = [isolator.helper_setup(container_id, limits) for isolator in self.isolators if isolator.helps]
         args = tuple(part for setup in setups for part in setup.args)
         pid_namespace = ("--pidns",) if any(isolator.makes_pid_namespace for isolator in self.isolators) else ()
         return HelperLaunch(
-            prelude=(self.helper, *args, *pid_namespace, "--remove", "--", *switch_to),
+            prelude=(helper, *args, *pid_namespace, "--remove", "--", *switch_to),
             pass_fds=tuple(fd for setup in setups for fd in setup.pass_fds),
             events=[setup.events for setup in setups if setup.events is not None],
         )
 
     def helper_can_set_up(self) -> bool:
-        """Whether :meth:`helper_prelude` can set containers up (without making anything)."""
-        return self.helper is not None and all(
-            isolator.makes_pid_namespace or (isolator.join_paths("-") and isolator.helps) for isolator in self.isolators
+        """Whether :meth:`helper_prelude` can set containers up: a helper, and every isolator either one whose
+        part the helper can do or the pid namespace (e.g. posix's bookkeeping, or cgroup v2, are the agent's)."""
+        return (
+            self.helper is not None
+            and any(isolator.helps for isolator in self.isolators)
+            and all(isolator.helps or isolator.makes_pid_namespace for isolator in self.isolators)
         )
 
     def expect(self, container_id: str, limits: ContainerLimits) -> None:
@@ -221,16 +211,14 @@ class Isolation:
 
     def removed_by_helper(self, container_id: str) -> bool:
         """Whether the helper has taken down everything it set up for the container (a ``stat`` or two)."""
-        return all(isolator.removed_by_helper(container_id) for isolator in self.isolators if isolator.join_paths("-"))
+        return all(isolator.removed_by_helper(container_id) for isolator in self.isolators if isolator.helps)
 
     def forget_if_removed(self, container_id: str) -> bool:
-        """Forget a container whose helper took down what it set up (fine on the event loop); False when
-        something is left for :meth:`destroy` (the helper was killed, its task was OOM-killed, or a process
-        outlived the task)."""
-        settled = [
-            isolator.settle_after_helper(container_id) for isolator in self.isolators if isolator.join_paths("-")
-        ]
-        if not all(settled):
+        """Forget a container whose helper took down (or recycled) what it set up (a ``stat`` or two, fine on
+        the event loop); False when something is left for :meth:`destroy` (the helper was killed, its task was
+        OOM-killed, or a process outlived the task)."""
+        settled = [isolator.settle_after_helper(container_id) for isolator in self.isolators if isolator.helps]
+        if not all(settled):  # every isolator settles (a list, not all() over a generator that stops early)
             return False
         self._pending.pop(container_id, None)
         self._limits.pop(container_id, None)
