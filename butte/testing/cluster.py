@@ -389,5 +389,4 @@ class Cluster:
         return "\n".join(f"--- {p.log_path} ---\n{p.log_tail(lines)}" for p in [self.master, *self.agents])
 
     def _error(self, message: str, processes: Sequence[ButteProcess]) -> ProcessError:
-        tails = "\n".join(f"--- last lines of {p.log_path} ---\n{p.log_tail()}" for p in processes)
-        return ProcessError(f"{message}\n{tails}")
+        return ProcessError(f"{message}\n{proc.log_tails(processes)}")

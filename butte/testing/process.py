@@ -179,6 +179,11 @@ class ButteProcess:
         return ProcessError(f"{message}\n--- last lines of {self.log_path} ---\n{self.log_tail()}")
 
 
+def log_tails(processes: Sequence[ButteProcess]) -> str:
+    """The last lines of each process's log, for failure messages."""
+    return "\n".join(f"--- last lines of {p.log_path} ---\n{p.log_tail()}" for p in processes)
+
+
 def terminate(popen: subprocess.Popen[bytes], grace_s: float) -> None:
     """SIGTERM, a blocking wait of at most ``grace_s``, then SIGKILL and reap."""
     if popen.poll() is None:

@@ -28,7 +28,7 @@ import aiohttp
 from butte.testing import process as proc
 from butte.testing.cluster import DEFAULT_AGENT_RESOURCES, DEFAULT_MASTER_FLAGS, HTTP_TIMEOUT, NOT_YET, flag_args
 from butte.testing.process import ButteProcess, free_port
-from butte.testing.wait import until
+from butte.testing.wait import WaitTimeout, until
 
 ZOOKEEPER_JAR: Final = Path("/usr/share/java/zookeeper.jar")
 ZOOKEEPER_CONF: Final = Path("/etc/zookeeper/conf")
@@ -218,13 +218,16 @@ class HaCluster:
         """Start the ensemble, the masters and the agents; wait for a leader listing every agent.
 
         Raises:
-            WaitTimeout: no leader, or not every agent registered, in time.
+            ProcessError: no leader, or not every agent registered, in time (the message has the log tails).
         """
         await self.ensemble.start()
         for child in [*self.masters, *self.agents]:
             child.start()
-        await self.wait_for_agents(timeout_s)
-        await until(self._all_know_the_leader, timeout=timeout_s, what="every master to know the leader")
+        try:
+            await self.wait_for_agents(timeout_s)
+            await until(self._all_know_the_leader, timeout=timeout_s, what="every master to know the leader")
+        except WaitTimeout as exc:
+            raise proc.ProcessError(f"{exc}\n{proc.log_tails([*self.masters, *self.agents])}") from exc
 
     async def _all_know_the_leader(self) -> bool:
         states = await asyncio.gather(*(self.state_of(m) for m in self.masters), return_exceptions=True)
