@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, final
 
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 
 MASTER_INFO_LABEL = "json.info_"
 DEFAULT_SESSION_TIMEOUT_S = 10.0
+READ_RETRY_S = 0.5  # after a failed read of the election group
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,13 @@ def read_leader(client: KazooClient, path: str) -> tuple[int, dict[str, Any]] | 
     return None if seq is None or not isinstance(info, dict) else (seq, info)
 
 
+def read_again_later(read: Callable[[], None]) -> None:
+    """Run ``read`` on a thread of its own after :data:`READ_RETRY_S` (a read of the election group failed)."""
+    timer = threading.Timer(READ_RETRY_S, read)
+    timer.daemon = True
+    timer.start()
+
+
 def make_client(hosts: str, session_timeout_s: float) -> KazooClient:
     """A kazoo client that keeps retrying to connect (a detector outlives ensemble restarts)."""
     return KazooClient(
@@ -152,11 +162,20 @@ class ZkDetector:
         await asyncio.to_thread(client.ChildrenWatch, self.url.path, self._on_children, allow_session_lost=True)
 
     def _on_children(self, children: list[str]) -> None:
-        # kazoo's thread: read the leader there, hand the answer to the loop.
+        self._read(bool(leader_child(children)))
+
+    def _read(self, any_leader: bool = True) -> None:
+        # kazoo's thread (or a retry timer's): read the leader there, hand the answer to the loop.
         client, loop = self._client, self._loop
         if client is None or loop is None or loop.is_closed():
             return
-        found = read_leader(client, self.url.path) if leader_child(children) else None
+        try:
+            found = read_leader(client, self.url.path) if any_leader else None
+        except KazooException as exc:
+            # The group may not change again: a dropped read would leave us without a leader for good.
+            log.warning("ZooKeeper leader read failed (%s); reading again in %.1f s", exc, READ_RETRY_S)
+            read_again_later(self._read)
+            return
         with contextlib.suppress(RuntimeError):  # the loop closed while we read
             loop.call_soon_threadsafe(self._set_leader, found)
 

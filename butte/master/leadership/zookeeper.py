@@ -25,11 +25,17 @@ from kazoo.handlers.threading import KazooTimeoutError
 
 from butte.core.errors import CoordinatorUnavailable
 from butte.master.leadership import LeaderView, ViewListener
-from butte.scheduler.zk_detector import MASTER_INFO_LABEL, child_path, make_client, parse_zk_url, read_leader
+from butte.scheduler.zk_detector import (
+    MASTER_INFO_LABEL,
+    READ_RETRY_S,
+    child_path,
+    make_client,
+    parse_zk_url,
+    read_again_later,
+    read_leader,
+)
 
 log = logging.getLogger(__name__)
-
-EVALUATE_RETRY_S = 0.5  # after a failed read of the election group
 
 
 @final
@@ -144,8 +150,8 @@ class ZkContender:
             except KazooException as exc:
                 # Nothing else may come to ask again (the group can stay as it is): a master that drops this
                 # read may never learn who leads. Seen once as a standby with no leader 30 s after start.
-                log.warning("ZooKeeper election read failed (%s); reading again in %.1f s", exc, EVALUATE_RETRY_S)
-                self._evaluate_later()
+                log.warning("ZooKeeper election read failed (%s); reading again in %.1f s", exc, READ_RETRY_S)
+                read_again_later(self._evaluate)
                 return
             if found is None:
                 self._leading_node = None
@@ -155,11 +161,6 @@ class ZkContender:
             leading = self._node is not None and int(self._node.rsplit("_", 1)[1]) == seq
             self._leading_node = self.node_path if leading else None
         self._report(LeaderView(leading=leading, epoch=seq, leader_info=info))
-
-    def _evaluate_later(self) -> None:
-        timer = threading.Timer(EVALUATE_RETRY_S, self._evaluate)
-        timer.daemon = True
-        timer.start()
 
     def _join(self, client: KazooClient) -> None:
         path = client.create(

@@ -1,4 +1,4 @@
-"""The election's view is read again when a read fails: nothing else may come to ask (the group stays put)."""
+"""A failed read of the election group is read again: nothing else may come to ask (the group stays put)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from kazoo.exceptions import ConnectionLoss
 
 from butte.master.leadership import LeaderView
 from butte.master.leadership.zookeeper import ZkContender
+from butte.scheduler.zk_detector import ZkDetector
 from butte.testing.wait import until
 
 LEADER = {"id": "m1", "pid": "master@127.0.0.1:5050"}
@@ -46,3 +47,11 @@ async def test_a_failed_read_of_the_group_is_retried_until_the_leader_is_known()
     contender._evaluate()
     view = await until(lambda: views[-1] if views else None, timeout=5, what="a view after the retry")
     assert not view.leading and view.leader_info == LEADER and view.epoch == 1
+
+
+async def test_a_detector_reads_the_leader_again_after_a_failed_read() -> None:
+    detector = ZkDetector("zk://127.0.0.1:2181/mesos")
+    detector._client = FlakyGroup()  # type: ignore[assignment]
+    detector._loop = asyncio.get_running_loop()
+    detector._on_children(["json.info_0000000001"])
+    await until(lambda: detector.info == LEADER, timeout=5, what="the leader after the retry")
