@@ -92,6 +92,9 @@ class Task:
     unacked_state: str | None = None
     unacked_uuid: str | None = None
     resources_released: bool = False
+    # Its framework (not partition-aware) was told TASK_LOST, and the task was found running when its agent
+    # came back: it is being killed, and the framework hears only how it ends.
+    killed_after_lost: bool = False
 
     @property
     def id(self) -> str:

@@ -45,11 +45,25 @@ def on_agent_update(
     task = framework.tasks.get(status.task_id.value) if framework else None
     effects: list[Effect] = []
     if task is not None and task.agent_id == agent_id:
+        if task.killed_after_lost and status.state not in TERMINAL_STATES and framework is not None:
+            # A late update (the agent retries one the framework had not acknowledged when the agent was cut
+            # off) must not tell a framework that was told TASK_LOST the task runs again: acknowledge it on
+            # the framework's behalf, so that the agent goes on to the kill's terminal update.
+            return _acknowledge_for(framework, agent_id, status)
         _record_status(state, task, status, now)
     if framework is not None and framework.link is FrameworkLink.CONNECTED:
         event = Event(type="UPDATE", update=Update(status=as_seen_by(framework, status)))
         effects.append(SendToFramework(framework.id, event))
     return effects
+
+
+def _acknowledge_for(framework: Framework, agent_id: str, status: mesos.TaskStatus) -> list[Effect]:
+    return [] if status.uuid is None else [_ack_to_agent(framework, agent_id, status.task_id, status.uuid)]
+
+
+def _ack_to_agent(framework: Framework, agent_id: str, task_id: ID, uuid: str) -> Effect:
+    ack = AcknowledgeUpdate(framework_id=id_of(framework.id), task_id=task_id, uuid=uuid)
+    return SendToAgent(agent_id, AgentEvent(type="ACKNOWLEDGE_UPDATE", acknowledge_update=ack))
 
 
 def _record_status(state: MasterState, task: Task, status: mesos.TaskStatus, now: float) -> None:
@@ -92,8 +106,7 @@ def acknowledge(
             forget_task(state, task, task.state, now)
     if agent_id not in state.agents:
         return []
-    ack = AcknowledgeUpdate(framework_id=id_of(framework.id), task_id=ID(value=task_id), uuid=uuid)
-    return [SendToAgent(agent_id, AgentEvent(type="ACKNOWLEDGE_UPDATE", acknowledge_update=ack))]
+    return [_ack_to_agent(framework, agent_id, ID(value=task_id), uuid)]
 
 
 def forget_task(state: MasterState, task: Task, final_state: str, now: float) -> None:

@@ -161,6 +161,7 @@ def after_comeback(state: MasterState, comeback: Comeback, now: float) -> list[E
             )
         else:
             # The framework was told TASK_LOST and may have replaced the task: it must not run twice.
+            task.killed_after_lost = True
             effects += tasks.kill(state, framework, task.id, None, now)
     return effects
 

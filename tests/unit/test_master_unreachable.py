@@ -121,6 +121,15 @@ def test_a_task_its_framework_was_told_lost_is_killed_when_the_agent_comes_back(
     assert kill.kill_task is not None and kill.kill_task.task_id == ident("t1")
     assert updates(effects, framework_id) == []
 
+    # The agent retries the RUNNING the framework had not acknowledged before the cut: the master acknowledges
+    # it for the framework, which hears nothing of it, then passes on how the kill ended.
+    uuid, effects = master.agent_update(agent_id, framework_id, "t1", "TASK_RUNNING")
+    assert updates(effects, framework_id) == []
+    (ack,) = to_agent(effects, agent_id, "ACKNOWLEDGE_UPDATE")
+    assert ack.acknowledge_update is not None and ack.acknowledge_update.uuid == uuid
+    _, effects = master.agent_update(agent_id, framework_id, "t1", "TASK_KILLED")
+    assert [s.state for s in updates(effects, framework_id)] == ["TASK_KILLED"]
+
 
 def test_a_gone_agent_is_told_to_shut_down_and_its_tasks_are_gone_by_operator() -> None:
     master = Master()
