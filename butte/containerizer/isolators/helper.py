@@ -54,8 +54,8 @@ def build_helper(directory: Path | None = None, builds: Sequence[Sequence[str]] 
 
     ``builds`` are the compiler flags to try, in order (the first that builds and passes the smoke run wins).
     """
-    try:
-        source = SOURCE.read_bytes()
+    try:  # the main source includes the others in its directory: a change to any makes a new build
+        source = b"".join(path.read_bytes() for path in sorted(SOURCE.parent.glob("*.c")))
     except OSError:
         return None
     target = (directory or cache_dir()) / f"butte-isolate-{hashlib.sha256(source).hexdigest()[:16]}"

@@ -1,0 +1,194 @@
+/* butte-isolate's part of a container's cgroups (included by butte_isolate.c, one translation unit): make or
+ * take over the cgroups, write the limits, register the OOM eventfd, join them from the task's side, and
+ * recycle or remove them once the task has ended. See the usage at the top of butte_isolate.c. */
+
+/* ---- the container's cgroups, when the helper makes them (--cgroup, --write, --oom-eventfd, --remove) ---- */
+
+#define MAX_CGROUPS 8
+#define MAX_WRITES 16
+#define PATH_BYTES 4096
+
+struct setup {
+    const char *cgroups[MAX_CGROUPS]; /* made here, in this order */
+    int n_cgroups;
+    const char *writes[MAX_WRITES][2]; /* file, value */
+    int n_writes;
+    long oom_eventfd;
+    const char *oom_file;
+    int remove;
+    const char *joins[MAX_CGROUPS]; /* cgroup.procs files of cgroups made by the agent */
+    int n_joins;
+    const char *reuse;   /* a recycled cgroup's name, taken over in place of a mkdir */
+    const char *recycle; /* the name the cgroups go under when the task has ended, in place of a rmdir */
+    const char *resets[MAX_WRITES][2]; /* written before they are recycled (counters back to zero) */
+    int n_resets;
+    const char *usage_file; /* recycled only when this file's number is at most usage_limit */
+    long usage_limit;
+    int pidns; /* the task runs in a pid namespace: when it ends, every process of the container has */
+};
+
+/* The container this run sets up (isolate() fills it in from the arguments). */
+static struct setup container;
+
+/* `dir` + "/" + `name` into `out` (PATH_BYTES); 0 when it does not fit. */
+static const char *join_path(char *out, const char *dir, const char *name) {
+    unsigned long a = length(dir), b = length(name);
+    if (a + 1 + b + 1 > PATH_BYTES) return 0;
+    for (unsigned long i = 0; i < a; i++) out[i] = dir[i];
+    out[a] = '/';
+    for (unsigned long i = 0; i <= b; i++) out[a + 1 + i] = name[i];
+    return out;
+}
+
+/* cgroup v1's OOM notification: "<eventfd> <fd of memory.oom_control>" into cgroup.event_control beside it. */
+static int register_oom_eventfd(long eventfd, const char *oom_file) {
+    char control_path[PATH_BYTES], digits[21], line[48];
+    unsigned long n = length(oom_file);
+    while (n > 0 && oom_file[n - 1] != '/') n--;
+    if (n == 0 || n + sizeof "cgroup.event_control" > PATH_BYTES) return -1;
+    for (unsigned long i = 0; i < n; i++) control_path[i] = oom_file[i];
+    const char *name = "cgroup.event_control";
+    for (unsigned long i = 0; i <= length(name); i++) control_path[n + i] = name[i];
+    long control = open_file(oom_file, O_RDONLY, 0);
+    if (control < 0) {
+        complain("cannot open ", oom_file, control);
+        return -1;
+    }
+    unsigned long at = 0;
+    for (const char *d = decimal(eventfd, digits); *d; d++) line[at++] = *d;
+    line[at++] = ' ';
+    for (const char *d = decimal(control, digits); *d; d++) line[at++] = *d;
+    line[at] = 0;
+    int result = write_value(control_path, line, "cannot write ");
+    sys(__NR_close, control, 0, 0, 0, 0);
+    return result;
+}
+
+/* `name` beside `dir` (in its parent) into `out` (PATH_BYTES); 0 when it does not fit. */
+static const char *sibling(char *out, const char *dir, const char *name) {
+    unsigned long n = length(dir);
+    while (n > 0 && dir[n - 1] != '/') n--;
+    if (n == 0 || n + length(name) + 1 > PATH_BYTES) return 0;
+    for (unsigned long i = 0; i < n; i++) out[i] = dir[i];
+    for (unsigned long i = 0; i <= length(name); i++) out[n + i] = name[i];
+    return out;
+}
+
+static long rename_dir(const char *from, const char *to) {
+    return sys(__NR_renameat2, AT_FDCWD, (long)from, AT_FDCWD, (long)to, 0);
+}
+
+/* The number at the start of a small file, or -1. */
+static long read_number(const char *path) {
+    char text[32];
+    long fd = open_file(path, O_RDONLY, 0);
+    long n = fd < 0 ? fd : sys(__NR_read, fd, (long)text, sizeof text - 1, 0, 0);
+    if (fd >= 0) sys(__NR_close, fd, 0, 0, 0, 0);
+    if (n <= 0 || text[0] < '0' || text[0] > '9') return -1;
+    long value = 0;
+    for (long i = 0; i < n && text[i] >= '0' && text[i] <= '9'; i++) value = value * 10 + (text[i] - '0');
+    return value;
+}
+
+/* Make (or take over a recycled) cgroup, write the limits, register for OOM events: all before the joins. */
+static int set_up(void) {
+    struct setup *setup = &container;
+    char idle[PATH_BYTES];
+    for (int i = 0; i < setup->n_cgroups; i++) {
+        if (setup->reuse != 0 && sibling(idle, setup->cgroups[i], setup->reuse) != 0 &&
+            rename_dir(idle, setup->cgroups[i]) == 0) {
+            continue;
+        }
+        long made = sys(__NR_mkdirat, AT_FDCWD, (long)setup->cgroups[i], 0755, 0, 0);
+        if (made < 0 && made != -EEXIST) {
+            complain("cannot make ", setup->cgroups[i], made);
+            return -1;
+        }
+    }
+    for (int i = 0; i < setup->n_writes; i++) {
+        if (write_value(setup->writes[i][0], setup->writes[i][1], "cannot write ") < 0) return -1;
+    }
+    if (setup->oom_file != 0) {
+        int registered = register_oom_eventfd(setup->oom_eventfd, setup->oom_file);
+        sys(__NR_close, setup->oom_eventfd, 0, 0, 0, 0); /* the task must not hold it; the agent keeps its own */
+        if (registered < 0) return -1;
+    }
+    return 0;
+}
+
+/* Whether FILE counts an OOM kill ("oom_kill N", N > 0): the agent then reads the limitation there. */
+static int oom_killed(const char *oom_file) {
+    char text[1024];
+    long fd = open_file(oom_file, O_RDONLY, 0);
+    if (fd < 0) return 0;
+    long n = sys(__NR_read, fd, (long)text, sizeof text - 1, 0, 0);
+    sys(__NR_close, fd, 0, 0, 0, 0);
+    if (n <= 0) return 0;
+    text[n] = 0;
+    const char *key = "oom_kill ";
+    for (const char *line = text; *line;) {
+        const char *k = key, *c = line;
+        while (*k && *c == *k) c++, k++;
+        if (*k == 0) return *c >= '1' && *c <= '9';
+        while (*line && *line != '\n') line++;
+        if (*line == '\n') line++;
+    }
+    return 0;
+}
+
+/* Land the calling process in the container's cgroups ("0": the writer), so that all it starts stays there. The
+ * task's side of a fork does this, never the process that outlives the task: that one must not keep the
+ * cgroups busy when it removes them. */
+static int join_container(void) {
+    char procs[PATH_BYTES];
+    for (int i = 0; i < container.n_cgroups; i++) {
+        if (join_path(procs, container.cgroups[i], "cgroup.procs") == 0 || join_cgroup(procs, "0") < 0) return -1;
+    }
+    for (int i = 0; i < container.n_joins; i++) {
+        if (join_cgroup(container.joins[i], "0") < 0) return -1;
+    }
+    return 0;
+}
+
+/* Whether a cgroup has no process left (a rename, unlike a rmdir, would take them along). */
+static int empty_cgroup(const char *dir) {
+    char procs[PATH_BYTES], pid[8];
+    if (join_path(procs, dir, "cgroup.procs") == 0) return 0;
+    long fd = open_file(procs, O_RDONLY, 0);
+    long n = fd < 0 ? fd : sys(__NR_read, fd, (long)pid, sizeof pid, 0, 0);
+    if (fd >= 0) sys(__NR_close, fd, 0, 0, 0, 0);
+    return n == 0;
+}
+
+/* Whether the cgroups may go back to the agent's pool (--recycle): nothing left charged above the limit and,
+ * unless a pid namespace took every process with it, no process left. */
+static int recyclable(void) {
+    if (container.recycle == 0) return 0;
+    if (!container.pidns) {
+        for (int i = 0; i < container.n_cgroups; i++) {
+            if (!empty_cgroup(container.cgroups[i])) return 0;
+        }
+    }
+    if (container.usage_file == 0) return 1;
+    long used = read_number(container.usage_file);
+    return used >= 0 && used <= container.usage_limit;
+}
+
+/* The task has ended (--remove): recycle the cgroups under their new name, counters reset (--recycle), or
+ * remove them, last made first. Stops at the first that will not go (still busy: the agent kills what is left
+ * and removes the rest). */
+static void remove_cgroups(void) {
+    if (!container.remove || (container.oom_file != 0 && oom_killed(container.oom_file))) return;
+    int recycle = recyclable();
+    char idle[PATH_BYTES];
+    if (recycle) {
+        for (int i = 0; i < container.n_resets; i++) {
+            write_value(container.resets[i][0], container.resets[i][1], "cannot reset ");
+        }
+    }
+    for (int i = container.n_cgroups - 1; i >= 0; i--) {
+        const char *dir = container.cgroups[i];
+        if (recycle && sibling(idle, dir, container.recycle) != 0 && rename_dir(dir, idle) == 0) continue;
+        if (sys(__NR_unlinkat, AT_FDCWD, (long)dir, AT_REMOVEDIR, 0, 0) < 0) return;
+    }
+}
