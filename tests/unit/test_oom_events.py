@@ -277,3 +277,27 @@ async def test_updates_before_the_container_is_prepared_apply_when_it_is(
     assert len(isolator.updates) == 2
     assert containers.isolation.usage("c1")["mem_limit_bytes"] == 160 * MB
     containers.release("c1")
+
+
+class Joining(Signalling):
+    """A container the task joins (so it is destroyed off the loop); records destroys."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.destroyed: list[str] = []
+
+    def join_paths(self, container_id: str) -> tuple[str, ...]:
+        return (f"/nonexistent/{container_id}/cgroup.procs",)
+
+    def destroy(self, container_id: str) -> None:
+        self.destroyed.append(container_id)
+
+
+async def test_a_container_released_after_the_agent_closed_its_containers_is_still_destroyed() -> None:
+    isolator = Joining()
+    containers = Containers(Isolation([isolator], ["joining"]), poll_interval_s=3600.0)
+    containers.hooks("c1", lambda container_id, limitation: None)
+    await asyncio.to_thread(containers.preparing("c1", ContainerLimits(), None))
+    containers.close()  # the agent stops; a task ends after its kills
+    containers.release("c1")
+    assert isolator.destroyed == ["c1"]

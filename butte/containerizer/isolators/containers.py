@@ -214,7 +214,10 @@ class Containers:
             # more (GIL hand-offs) than the work itself.
             self.isolation.destroy(container_id)
             return
-        self._destroyer.submit(self._destroy, container_id)
+        try:
+            self._destroyer.submit(self._destroy, container_id)
+        except RuntimeError:  # closed: a task that ended as the agent stopped is destroyed right here
+            self._destroy(container_id)
 
     def close(self) -> None:
         """The agent is stopping and its containers are released: finish their destroys, drop what is kept for
