@@ -49,16 +49,12 @@ def on_agent_update(
             # A late update (the agent retries one the framework had not acknowledged when the agent was cut
             # off) must not tell a framework that was told TASK_LOST the task runs again: acknowledge it on
             # the framework's behalf, so that the agent goes on to the kill's terminal update.
-            return _acknowledge_for(framework, agent_id, status)
+            return [] if status.uuid is None else [_ack_to_agent(framework, agent_id, status.task_id, status.uuid)]
         _record_status(state, task, status, now)
     if framework is not None and framework.link is FrameworkLink.CONNECTED:
         event = Event(type="UPDATE", update=Update(status=as_seen_by(framework, status)))
         effects.append(SendToFramework(framework.id, event))
     return effects
-
-
-def _acknowledge_for(framework: Framework, agent_id: str, status: mesos.TaskStatus) -> list[Effect]:
-    return [] if status.uuid is None else [_ack_to_agent(framework, agent_id, status.task_id, status.uuid)]
 
 
 def _ack_to_agent(framework: Framework, agent_id: str, task_id: ID, uuid: str) -> Effect:
