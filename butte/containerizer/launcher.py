@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, final
 
+from butte.containerizer.pid_namespaces import PidNamespaces
 from butte.core.errors import ButteError, NotFound
 
 # Records the command's exit status in the sandbox, so that an agent that restarts (and so is no longer
@@ -92,6 +93,8 @@ class LaunchSpec:
     status_helper: str | None = None
     # Descriptors the prelude inherits (butte-isolate's OOM eventfd, when it sets the container up itself).
     pass_fds: tuple[int, ...] = ()
+    # Start it as the init of a new pid namespace (butte-isolate --pidns then is that init: pid_namespaces).
+    new_pid_namespace: bool = False
 
 
 @final
@@ -197,6 +200,7 @@ class Launcher:
     ) -> None:
         self._loop = loop
         self._pool = ThreadPoolExecutor(max_workers=spawn_threads, thread_name_prefix="launcher")
+        self._namespaces = PidNamespaces()
         # Told of every process started (the agent checkpoints its pid, to find it again after a restart).
         self.on_started = on_started
         self._reattached: dict[str, Process] = {}
@@ -218,7 +222,7 @@ class Launcher:
         if reattached is not None:
             return reattached
         loop = self._loop or asyncio.get_running_loop()
-        popen = await loop.run_in_executor(self._pool, _prepare_and_start, spec, prepare)
+        popen = await loop.run_in_executor(self._pool, _prepare_and_start, spec, prepare, self._namespaces)
         process = Process(popen.pid, loop, _popen_reaper(popen, spec.exit_status_path is not None))
         if self.on_started is not None:
             self.on_started(spec, popen.pid)
@@ -229,18 +233,28 @@ class Launcher:
         self._pool.shutdown(wait=False)
 
 
-def _prepare_and_start(spec: LaunchSpec, prepare: Callable[[], object] | None) -> subprocess.Popen[bytes]:
+def _prepare_and_start(
+    spec: LaunchSpec, prepare: Callable[[], object] | None, namespaces: PidNamespaces
+) -> subprocess.Popen[bytes]:
     prepared = prepare() if prepare is not None else None
     # A step that decides how the process starts (isolators.containers, by butte-isolate) returns the spec.
-    return start_process(prepared if isinstance(prepared, LaunchSpec) else spec)
+    return start_process(prepared if isinstance(prepared, LaunchSpec) else spec, namespaces)
 
 
-def start_process(spec: LaunchSpec) -> subprocess.Popen[bytes]:
-    """Start ``spec`` in a new session; blocking (safe to call from any thread).
+def start_process(spec: LaunchSpec, namespaces: PidNamespaces | None = None) -> subprocess.Popen[bytes]:
+    """Start ``spec`` in a new session; blocking (safe to call from any thread). ``namespaces`` makes the
+    pid namespace of a spec that asks for one (without, or where the kernel will not, its prelude makes it).
 
     Raises:
         LaunchError: the executable, the working directory or the output files cannot be used.
     """
+    if namespaces is None or not spec.new_pid_namespace:
+        return _spawn(spec)
+    with namespaces.for_next_child():
+        return _spawn(spec)
+
+
+def _spawn(spec: LaunchSpec) -> subprocess.Popen[bytes]:
     argv = _wrapped_argv(spec)
     switch_to = _identity_change(spec.user)
     stdout, stderr = _open_output(spec)

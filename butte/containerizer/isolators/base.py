@@ -131,7 +131,7 @@ class HelperSetup:
 
     args: tuple[str, ...]
     pass_fds: tuple[int, ...] = ()
-    events: EventSource | None = None  # where the kernel signals an OOM in the container (pass_fds go there)
+    events: EventSource | None = None  # where the kernel signals an OOM in the container
 
 
 def read_text(path: str) -> str | None:

@@ -176,7 +176,9 @@ class Containers:
             raise LaunchError(f"Failed to isolate container {container_id}: the helper cannot set it up")
         self.isolation.expect(container_id, limits)
         self._watch(container_id, launch.events, loop)
-        return dataclasses.replace(spec, prelude=launch.prelude, pass_fds=launch.pass_fds)
+        return dataclasses.replace(
+            spec, prelude=launch.prelude, pass_fds=launch.pass_fds, new_pid_namespace=launch.pid_namespace
+        )
 
     def adopt(self, container_id: str, limits: ContainerLimits, on_limitation: OnLimitation) -> ContainerHooks:
         """Take back a container a previous run of the agent set up (recovery); errors are logged."""

@@ -84,11 +84,12 @@ class Isolation:
             return None
         setups = [isolator.helper_setup(container_id, limits) for isolator in self.isolators if isolator.helps]
         args = tuple(part for setup in setups for part in setup.args)
-        pid_namespace = ("--pidns",) if any(isolator.makes_pid_namespace for isolator in self.isolators) else ()
+        pid_namespace = any(isolator.makes_pid_namespace for isolator in self.isolators)
         return HelperLaunch(
-            prelude=(helper, *args, *pid_namespace, "--remove", "--", *switch_to),
+            prelude=(helper, *args, *(["--pidns"] if pid_namespace else []), "--remove", "--", *switch_to),
             pass_fds=tuple(fd for setup in setups for fd in setup.pass_fds),
             events=[setup.events for setup in setups if setup.events is not None],
+            pid_namespace=pid_namespace,
         )
 
     def helper_can_set_up(self) -> bool:
@@ -249,6 +250,7 @@ class HelperLaunch:
     prelude: tuple[str, ...]
     pass_fds: tuple[int, ...]
     events: list[EventSource]
+    pid_namespace: bool  # started as the init of a new pid namespace, where the launcher can make one
 
 
 @final

@@ -42,6 +42,9 @@
 #include <linux/prctl.h>
 #include <linux/sched.h>
 
+#ifndef WNOHANG
+#define WNOHANG 1 /* <linux/wait.h>, which clashes with the C library's headers where those are used */
+#endif
 #define SETUP_FAILED 125
 #define SIGNAL_BASE 128
 #define MAX_SIGNAL 64
@@ -64,6 +67,13 @@ static int same(const char *a, const char *b) {
 }
 
 static void say(int fd, const char *text) { sys(__NR_write, fd, (long)text, (long)length(text), 0, 0); }
+
+/* The number a decimal argument starts with (0 for none). */
+static long number(const char *text) {
+    long value = 0;
+    for (; *text >= '0' && *text <= '9'; text++) value = value * 10 + (*text - '0');
+    return value;
+}
 
 /* The decimal digits of `value` (>= 0) into `out`, which must hold 21 bytes. */
 static const char *decimal(long value, char *out) {
@@ -257,21 +267,47 @@ static int run_recording(const char *status_path) {
     return -1;
 }
 
+/* The namespace's own /proc, in a mount namespace of its own (the caller's, unshared already or now). */
+static int mount_proc(int unshare_first) {
+    long failed = unshare_first ? sys(__NR_unshare, CLONE_NEWNS, 0, 0, 0, 0) : 0;
+    if (failed == 0) failed = sys(__NR_mount, (long)"none", (long)"/", 0, MS_REC | MS_PRIVATE, 0);
+    if (failed == 0) failed = sys(__NR_mount, (long)"proc", (long)"/proc", (long)"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, 0);
+    if (failed < 0) complain("mount /proc", "", failed);
+    return failed < 0 ? -1 : 0;
+}
+
 /* The namespace's init (pid 1): mounts its /proc, runs the task as pid 2, passes signals on to it. The
  * kernel drops signals to an init that has no handler, so the task itself must not be pid 1. */
 static int run_init(sigmask previous) {
     sys(__NR_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0); /* the outer process died: take the namespace down */
-    if (join_container() < 0) return -1;
-    long failed = sys(__NR_mount, (long)"none", (long)"/", 0, MS_REC | MS_PRIVATE, 0);
-    if (failed == 0) failed = sys(__NR_mount, (long)"proc", (long)"/proc", (long)"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, 0);
-    if (failed < 0) {
-        complain("mount /proc", "", failed);
-        return -1;
-    }
+    if (join_container() < 0 || mount_proc(0) < 0) return -1;
     long task = spawn_task(0, previous);
     if (task < 0) return -1;
     forward_signals(task, previous);
     quit(wait_for(task));
+    return -1;
+}
+
+/* The agent made the pid namespace and started this process as its init (pid 1): one process fewer than
+ * enter_pid_namespace(). It runs the task as pid 2, passes signals on to it and reaps orphans; when the task
+ * has ended it ends the rest of the namespace, and then takes the cgroups down as the outer process would.
+ * An init cannot end by a signal of its own, so a task's signal N leaves as exit code 128 + N (the agent reads
+ * it back as the signal, as it does the recorded status). */
+static int run_as_init(const char *status_path) {
+    if (mount_proc(1) < 0) return -1;
+    sigmask previous = block_passed_on();
+    long task = spawn_task(1, previous);
+    if (task < 0) return -1;
+    forward_signals(task, previous);
+    int code = wait_for(task);
+    forward_to = 0;
+    /* Every process of the namespace descends from its init, so one with no child left is alone in it. Else
+     * the namespace ends with its task (kill(-1) walks every process of the machine: only when needed). */
+    if (sys(__NR_wait4, -1, 0, WNOHANG, 0, 0) != -ECHILD) {
+        sys(__NR_kill, -1, SIGKILL, 0, 0, 0);
+        while (sys(__NR_wait4, -1, 0, 0, 0, 0) != -ECHILD) continue;
+    }
+    finish(status_path, code);
     return -1;
 }
 
@@ -352,9 +388,7 @@ static int isolate(int argc, char **argv, char **envp) {
             container.writes[container.n_writes][0] = argv[++i];
             container.writes[container.n_writes++][1] = argv[++i];
         } else if (same(argv[i], "--oom-eventfd") && i + 2 < argc) {
-            long fd = 0;
-            for (const char *c = argv[++i]; *c >= '0' && *c <= '9'; c++) fd = fd * 10 + (*c - '0');
-            container.oom_eventfd = fd;
+            container.oom_eventfd = number(argv[++i]);
             container.oom_file = argv[++i];
         } else if (same(argv[i], "--reuse") && i + 1 < argc) {
             container.reuse = argv[++i];
@@ -365,9 +399,7 @@ static int isolate(int argc, char **argv, char **envp) {
             container.resets[container.n_resets++][1] = argv[++i];
         } else if (same(argv[i], "--recycle-below") && i + 2 < argc) {
             container.usage_file = argv[++i];
-            long limit = 0;
-            for (const char *c = argv[++i]; *c >= '0' && *c <= '9'; c++) limit = limit * 10 + (*c - '0');
-            container.usage_limit = limit;
+            container.usage_limit = number(argv[++i]);
         } else if (argv[i][0] != '-' && container.n_joins < MAX_CGROUPS) {
             container.joins[container.n_joins++] = argv[i];
         } else {
@@ -383,7 +415,9 @@ static int isolate(int argc, char **argv, char **envp) {
     command.argv = argv + i + 1;
     command.envp = envp;
     if (set_up() < 0) return SETUP_FAILED;
-    if (pidns) {
+    if (pidns && sys(__NR_getpid, 0, 0, 0, 0, 0) == 1) {
+        run_as_init(status_path); /* returns only when the task could not be started */
+    } else if (pidns) {
         enter_pid_namespace(status_path); /* returns only when the namespace could not be made */
     } else if (status_path != 0 || container.remove) {
         run_recording(status_path); /* returns only when the task could not be started */
