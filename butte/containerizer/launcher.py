@@ -91,8 +91,6 @@ class LaunchSpec:
     prelude: tuple[str, ...] = ()
     # butte-isolate, when built: it records the exit status in place of the `sh -c` wrapper (isolators.helper).
     status_helper: str | None = None
-    # Descriptors the prelude inherits (butte-isolate's OOM eventfd, when it sets the container up itself).
-    pass_fds: tuple[int, ...] = ()
     # Start it as the init of a new pid namespace (butte-isolate --pidns then is that init: pid_namespaces).
     new_pid_namespace: bool = False
 
@@ -268,7 +266,6 @@ def _spawn(spec: LaunchSpec) -> subprocess.Popen[bytes]:
             cwd=spec.cwd,
             env=dict(spec.env),
             start_new_session=True,
-            pass_fds=spec.pass_fds,
             user=switch_to.uid if switch_to else None,
             group=switch_to.gid if switch_to else None,
             extra_groups=list(switch_to.groups) if switch_to else None,

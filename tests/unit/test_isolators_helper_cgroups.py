@@ -3,7 +3,9 @@ the agent does no cgroup work of its own for a command task (Isolation.helper_pr
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shlex
 import subprocess
 import sys
 import uuid
@@ -17,6 +19,7 @@ from butte.containerizer.isolators.cgroups_v1 import CgroupsV1
 from butte.containerizer.isolators.helper import build_helper
 from butte.containerizer.isolators.isolation import HelperLaunch
 from butte.containerizer.isolators.pid_namespace import PidNamespace
+from butte.containerizer.pid_namespaces import PidNamespaces
 
 LAYOUT = detect_cgroups()
 HELPER = build_helper()
@@ -52,12 +55,15 @@ def bases() -> Iterator[dict[str, str]]:
     assert left == [], "the test left cgroups behind"
 
 
-def run(launch: HelperLaunch, container_id: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+def run(launch: HelperLaunch, argv: list[str], as_init: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the task under the helper; ``as_init``: in a pid namespace made for the helper, as the agent does
+    (else the helper makes the namespace and forks its init, the way it falls back to)."""
+    namespaces = PidNamespaces()
     try:
-        return subprocess.run([*launch.prelude, *argv], pass_fds=launch.pass_fds, capture_output=True, text=True)
+        with namespaces.for_next_child() if as_init else contextlib.nullcontext():
+            return subprocess.run([*launch.prelude, *argv], capture_output=True, text=True, timeout=30)
     finally:
-        for source in launch.events:
-            source.unwatch(container_id)  # the agent closes its eventfd when it releases the container
+        namespaces.close()
 
 
 def container_dirs(bases: dict[str, str], name: str) -> list[str]:
@@ -76,7 +82,7 @@ def test_the_helper_limits_the_container_then_recycles_its_cgroups_for_the_next(
         launch = isolation.helper_prelude("c1", LIMITS)
         assert launch is not None and "--reuse" not in launch.prelude  # nothing idle yet
         isolation.expect("c1", LIMITS)
-        ran = run(launch, "c1", ["sh", "-c", script("c1")])
+        ran = run(launch, ["sh", "-c", script("c1")])
         assert ran.returncode == 0, ran.stderr
         lines = ran.stdout.split()
         for controller in CONTROLLERS:
@@ -90,7 +96,7 @@ def test_the_helper_limits_the_container_then_recycles_its_cgroups_for_the_next(
 
         launch = isolation.helper_prelude("c2", LIMITS)
         assert launch is not None and "--reuse" in launch.prelude
-        ran = run(launch, "c2", ["sh", "-c", script("c2")])
+        ran = run(launch, ["sh", "-c", script("c2")], as_init=True)
         assert ran.returncode == 0 and f"{os.path.basename(bases['memory'])}/c2" in ran.stdout
         assert isolation.forget_if_removed("c2")
         assert all(os.path.isdir(path) for path in container_dirs(bases, "idle-c2"))
@@ -99,15 +105,24 @@ def test_the_helper_limits_the_container_then_recycles_its_cgroups_for_the_next(
         cgroups.close()
 
 
-def test_an_oom_kill_keeps_the_cgroups_for_the_agent_to_read_then_destroy(bases: dict[str, str]) -> None:
+# The task's own process is OOM-killed; or a child of it is, and the shell would go on (the helper ends it).
+OOM_TASKS = {"task": HOG, "child": ["sh", "-c", f"{shlex.join(HOG)}; exec sleep 60"]}
+
+
+@pytest.mark.parametrize("as_init", [False, True], ids=["outer", "init"])
+@pytest.mark.parametrize("killed", list(OOM_TASKS))
+def test_an_oom_kill_ends_the_container_and_keeps_its_cgroups_for_the_agent(
+    bases: dict[str, str], killed: str, as_init: bool
+) -> None:
     cgroups = CgroupsV1(bases)
     isolation = Isolation([cgroups, PidNamespace()], ["cgroups/mem", "namespaces/pid"], HELPER)
     limits = ContainerLimits(mem_mb=32)
     launch = isolation.helper_prelude("hog", limits)
     assert launch is not None
     isolation.expect("hog", limits)
-    ran = run(launch, "hog", HOG)
-    assert ran.returncode == -9
+    ran = run(launch, OOM_TASKS[killed], as_init)
+    # An init cannot die of its own signal: it exits 128 + N, which the launcher reads back as the signal.
+    assert ran.returncode == (128 + 9 if as_init else -9), ran.stderr
     assert not isolation.forget_if_removed("hog")  # left for the agent: the limitation is read there
     limitation = isolation.limitation("hog")
     assert limitation is not None and limitation.reason == MEMORY_LIMITATION
@@ -122,7 +137,7 @@ def test_a_process_left_behind_without_a_namespace_is_never_recycled(bases: dict
     assert launch is not None
     isolation.expect("leaver", LIMITS)
     # The task ends at once; what it started left its process group and session, not its cgroups.
-    ran = run(launch, "leaver", ["sh", "-c", "setsid sleep 1000 >/dev/null 2>&1 & exit 0"])
+    ran = run(launch, ["sh", "-c", "setsid sleep 1000 >/dev/null 2>&1 & exit 0"])
     assert ran.returncode == 0
     assert not isolation.forget_if_removed("leaver")
     assert cgroups.usage("leaver")["processes"] == 1

@@ -130,8 +130,6 @@ class HelperSetup:
     descriptors it must inherit for them."""
 
     args: tuple[str, ...]
-    pass_fds: tuple[int, ...] = ()
-    events: EventSource | None = None  # where the kernel signals an OOM in the container
 
 
 def read_text(path: str) -> str | None:

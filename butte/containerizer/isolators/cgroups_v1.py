@@ -3,7 +3,8 @@
 cpus become ``cpu.shares`` (1024 per cpu, as Mesos) and, with ``--cgroups_enable_cfs``, a CFS quota over a
 100 ms period; mem becomes ``memory.limit_in_bytes``. The kernel's OOM killer enforces the memory limit;
 the ``oom_kill`` count in ``memory.oom_control`` tells the agent it happened, and an eventfd registered on
-that file (:mod:`oom_events`, one epoll set for every container) tells it at once. Usage comes from
+that file tells it at once: butte-isolate's own, for a command task it sets up (it ends the container), else
+the agent's (:mod:`oom_events`, one epoll set for every container). Usage comes from
 ``cpuacct.stat`` and ``memory.stat``.
 """
 
@@ -89,23 +90,16 @@ class CgroupsV1(Isolator):
             write_text(path, value)
 
     def helper_setup(self, container_id: str, limits: ContainerLimits) -> HelperSetup:
-        """The cgroups made, limited, watched for OOM and joined by butte-isolate, which removes them after.
-
-        Raises:
-            OSError: no eventfd for the OOM notifications could be made.
-        """
+        """The cgroups made, limited, watched for OOM and joined by butte-isolate, which removes them after."""
         args = [part for directory in self._helper_dirs(container_id) for part in ("--cgroup", directory)]
         if self._pool is not None and (limits.mem_bytes is None or limits.mem_bytes >= POOL_MIN_MEMORY_BYTES):
             args += self._pool.setup_args(container_id) + self._pool.recycle_args(container_id)
         for path, value in self._limit_writes(container_id, limits):
             args += ["--write", path, value]
         memory_dir = self._dir("memory", container_id)
-        if memory_dir is None:
-            return HelperSetup(tuple(args))
-        oom = self._oom_fds()
-        event = oom.add(container_id)
-        args += ["--oom-eventfd", str(event), f"{memory_dir}/memory.oom_control"]
-        return HelperSetup(tuple(args), (event,), oom)
+        if memory_dir is not None:
+            args += ["--oom", f"{memory_dir}/memory.oom_control"]  # the helper watches for OOMs itself
+        return HelperSetup(tuple(args))
 
     def removed_by_helper(self, container_id: str) -> bool:
         """Whether the container's cgroups are gone: the helper removes the first one made last."""
@@ -120,7 +114,7 @@ class CgroupsV1(Isolator):
 
     def _helper_dirs(self, container_id: str) -> list[str]:
         """The container's cgroups in the order the helper makes them: memory first, so that it goes last and
-        its removal, which signals the OOM eventfd, finds every cgroup of the container gone already."""
+        :meth:`removed_by_helper` finds every cgroup of the container gone once that one is."""
         memory_dir = self._dir("memory", container_id)
         return sorted(self._dirs(container_id), key=lambda directory: directory != memory_dir)
 

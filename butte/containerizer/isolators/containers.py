@@ -8,7 +8,9 @@ undoes the isolation.
 
 A memory limitation is seen the moment the kernel signals it (an eventfd on cgroup v1, inotify on v2's
 ``memory.events``: :mod:`oom_events`); the event is confirmed against the cgroup's OOM kill count before the
-agent acts. While any container lives, one asyncio task also polls every container every second: the fallback
+agent acts. A command task that butte-isolate sets up is watched by the helper instead, which ends the
+container on an OOM kill; its runner reads the limitation when the task's exit comes. While any container
+lives, one asyncio task also polls every other container every second: the fallback
 where no event source could be set up, and the only way posix isolation sees memory over its limit.
 """
 
@@ -142,7 +144,7 @@ class Containers:
         if then is not None:
             then()
         if container_id in self._by_helper:
-            return self._prepare_by_helper(container_id, limits, loop)
+            return self._prepare_by_helper(container_id, limits)
         try:
             first = self.isolation.prepare(container_id, limits)
         except OSError as exc:
@@ -163,22 +165,14 @@ class Containers:
         elif sources:
             loop.call_soon_threadsafe(self._arm, container_id, sources)
 
-    def _prepare_by_helper(
-        self, container_id: str, limits: ContainerLimits, loop: asyncio.AbstractEventLoop
-    ) -> LaunchSpec:
+    def _prepare_by_helper(self, container_id: str, limits: ContainerLimits) -> LaunchSpec:
         """The spawn thread's step for a container butte-isolate sets up: the spec with the helper's prelude."""
         spec, switch = self._by_helper[container_id]
-        try:
-            launch = self.isolation.helper_prelude(container_id, limits, switch)
-        except OSError as exc:
-            raise LaunchError(f"Failed to isolate container {container_id}: {exc}") from exc
+        launch = self.isolation.helper_prelude(container_id, limits, switch)
         if launch is None:
             raise LaunchError(f"Failed to isolate container {container_id}: the helper cannot set it up")
         self.isolation.expect(container_id, limits)
-        self._watch(container_id, launch.events, loop)
-        return dataclasses.replace(
-            spec, prelude=launch.prelude, pass_fds=launch.pass_fds, new_pid_namespace=launch.pid_namespace
-        )
+        return dataclasses.replace(spec, prelude=launch.prelude, new_pid_namespace=launch.pid_namespace)
 
     def adopt(self, container_id: str, limits: ContainerLimits, on_limitation: OnLimitation) -> ContainerHooks:
         """Take back a container a previous run of the agent set up (recovery); errors are logged."""
@@ -266,8 +260,6 @@ class Containers:
 
     def _readable(self, source: EventSource) -> None:
         for container_id in source.fired():
-            if container_id in self._by_helper and self.isolation.removed_by_helper(container_id):
-                continue  # v1 signals an OOM eventfd when its cgroup is removed: the helper's clean-up
             if container_id in self._handlers and container_id not in self._confirming:
                 task = asyncio.get_running_loop().create_task(self._confirm(container_id))
                 self._confirming[container_id] = task

@@ -46,6 +46,7 @@ class Isolation:
         # Limits an update brought before the container was prepared (an executor still launching).
         self._pending: dict[str, ContainerLimits] = {}
         self._lock = threading.Lock()  # prepare (spawn threads) against update (the update thread)
+        self._helper_watched: set[str] = set()  # containers butte-isolate set up (expect)
 
     def describe(self) -> str:
         """What the agent isolates with, for its start-up log line."""
@@ -68,16 +69,13 @@ class Isolation:
     def helper_prelude(
         self, container_id: str, limits: ContainerLimits, switch_to: tuple[str, ...] = ()
     ) -> HelperLaunch | None:
-        """The prelude of a container's only process when butte-isolate can set the whole container up and take
-        it down itself, and the descriptors it inherits for that; None when it cannot (:meth:`helper_can_set_up`).
+        """The prelude of a container's only process when butte-isolate can set the whole container up, watch
+        it for OOMs and take it down itself; None when it cannot (:meth:`helper_can_set_up`).
 
         The agent then does no cgroup work of its own for the container: no thread hop before the spawn to make
         and limit the cgroups, none after the exit to remove them, and none of the GIL hand-offs that each of
         those blocking calls costs while the event loop is busy. Measured on this 2-core VM (bench/
         launch_isolation): docs/decisions.md. Call :meth:`expect` in place of :meth:`prepare` for it.
-
-        Raises:
-            OSError: the helper's OOM eventfd could not be made.
         """
         helper = self.helper
         if helper is None or not self.helper_can_set_up():
@@ -87,8 +85,6 @@ class Isolation:
         pid_namespace = any(isolator.makes_pid_namespace for isolator in self.isolators)
         return HelperLaunch(
             prelude=(helper, *args, *(["--pidns"] if pid_namespace else []), "--remove", "--", *switch_to),
-            pass_fds=tuple(fd for setup in setups for fd in setup.pass_fds),
-            events=[setup.events for setup in setups if setup.events is not None],
             pid_namespace=pid_namespace,
         )
 
@@ -102,8 +98,10 @@ class Isolation:
         )
 
     def expect(self, container_id: str, limits: ContainerLimits) -> None:
-        """Know a container whose process starts under :meth:`helper_prelude` (which sets it up)."""
+        """Know a container whose process starts under :meth:`helper_prelude` (which sets it up, and watches it
+        for OOMs itself: :meth:`limitations` leaves it out)."""
         self._limits[container_id] = limits
+        self._helper_watched.add(container_id)
 
     def prepare(self, container_id: str, limits: ContainerLimits) -> bool:
         """Set the container up before its first process starts (blocking; a task group calls it per task).
@@ -197,6 +195,8 @@ class Isolation:
         """Every container past a limit right now (the agent polls this; one that cannot be read is skipped)."""
         found: list[tuple[str, Limitation]] = []
         for container_id in list(self._limits):
+            if container_id in self._helper_watched:
+                continue  # its helper ends it on an OOM kill, and the runner reads the limitation at its exit
             try:
                 limitation = self.limitation(container_id)
             except OSError:  # destroyed meanwhile, or its cgroup refused a read: the next poll looks again
@@ -210,10 +210,6 @@ class Isolation:
         """The containers set up and not yet destroyed."""
         return list(self._limits)
 
-    def removed_by_helper(self, container_id: str) -> bool:
-        """Whether the helper has taken down everything it set up for the container (a ``stat`` or two)."""
-        return all(isolator.removed_by_helper(container_id) for isolator in self.isolators if isolator.helps)
-
     def forget_if_removed(self, container_id: str) -> bool:
         """Forget a container whose helper took down (or recycled) what it set up (a ``stat`` or two, fine on
         the event loop); False when something is left for :meth:`destroy` (the helper was killed, its task was
@@ -223,6 +219,7 @@ class Isolation:
             return False
         self._pending.pop(container_id, None)
         self._limits.pop(container_id, None)
+        self._helper_watched.discard(container_id)
         return True
 
     def close(self) -> None:
@@ -233,6 +230,7 @@ class Isolation:
     def destroy(self, container_id: str) -> None:
         """Kill whatever is left in the container and undo its isolation (blocking; errors are logged)."""
         self._pending.pop(container_id, None)
+        self._helper_watched.discard(container_id)
         if self._limits.pop(container_id, None) is None:
             return
         for isolator in self.isolators:
@@ -248,8 +246,6 @@ class HelperLaunch:
     """A container's only process as butte-isolate starts it when it sets the container up itself."""
 
     prelude: tuple[str, ...]
-    pass_fds: tuple[int, ...]
-    events: list[EventSource]
     pid_namespace: bool  # started as the init of a new pid namespace, where the launcher can make one
 
 

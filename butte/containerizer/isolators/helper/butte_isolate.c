@@ -1,14 +1,14 @@
 /* butte-isolate: land a task in its container, then exec it; the agent's one exec per isolated task.
  *
  * Usage: butte-isolate [--exit-status FILE] [--cgroup DIR]... [--reuse NAME] [--write FILE VALUE]...
- *                      [--oom-eventfd FD FILE] [CGROUP_PROCS_FILE]... [--pidns]
+ *                      [--oom FILE] [CGROUP_PROCS_FILE]... [--pidns]
  *                      [--remove [--recycle NAME] [--reset FILE VALUE]... [--recycle-below FILE BYTES]]
  *                      -- COMMAND [ARG]...
  *
  * With --cgroup it makes the container's cgroup DIR itself (it may be there already), then writes each
- * --write VALUE (the limits), then registers the eventfd FD it inherited from the agent for the OOM
- * notifications of FILE (cgroup v1 memory.oom_control, through cgroup.event_control in the same directory) and
- * closes it. The task's side (the process that execs the task, or the namespace's init) then joins each
+ * --write VALUE (the limits), then registers an eventfd of its own for the OOM notifications of --oom FILE
+ * (cgroup v1 memory.oom_control) and reads it while it waits: an OOM kill in the container ends the
+ * container (oom_watch.c). The task's side (the process that execs the task, or the namespace's init) then joins each
  * --cgroup and each given cgroup.procs file before anything else, so that nothing the task starts can escape
  * its cgroups. With --remove it stays as the task's parent, outside the cgroups, and once the task (or the
  * namespace) has ended removes them, last made first, unless FILE counts an OOM kill (the agent reads the
@@ -21,7 +21,8 @@
  * With --pidns it makes a new pid and mount namespace and forks the namespace's init, which mounts
  * a private /proc and runs the task as its child; SIGTERM and friends are passed on down to the task (so a
  * kill's grace period means something), and a SIGKILL of this process takes the init, and with it the whole
- * namespace, down. It exits as the task did. Replaces `sh -c <join>` + `unshare --pid --fork
+ * namespace, down. Started as pid 1 (the agent made the namespace: containerizer/pid_namespaces.py), it is
+ * that init itself, one process fewer. It exits as the task did. Replaces `sh -c <join>` + `unshare --pid --fork
  * --kill-child --mount-proc`, two execs, with one: see isolators/isolation.py for the measurements.
  * With --exit-status it stays as the task's parent and writes the task's exit status to FILE ("N\n", 128 + the
  * signal for a signal), so that an agent restarted meanwhile still learns how its task ended; SIGTERM, SIGINT
@@ -176,17 +177,21 @@ static void forward_signals(long target, sigmask previous) {
     set_mask(SIG_SETMASK, previous);
 }
 
-#include "container_cgroups.c" /* --cgroup, --write, --oom-eventfd, --reuse, --recycle: struct setup container */
+#include "container_cgroups.c" /* --cgroup, --write, --reuse, --recycle: struct setup container */
+#include "oom_watch.c"        /* --oom */
 
 /* ---- processes ---- */
 
-/* Wait for `child`, reaping any other child met meanwhile (the namespace's init inherits orphans). */
-static int wait_for(long child) {
+/* Wait for `child`, reaping any other child met meanwhile (the namespace's init inherits orphans); with --oom,
+ * an OOM kill in the container SIGKILLs `on_oom` (oom_watch.c). */
+static int wait_for(long child, long on_oom) {
     int status = 0;
+    watch_children();
     for (;;) {
-        long ended = sys(__NR_wait4, -1, (long)&status, 0, 0, 0);
+        long ended = sys(__NR_wait4, -1, (long)&status, container.oom_event >= 0 ? WNOHANG : 0, 0, 0);
         if (ended == child) break;
-        if (ended < 0 && ended != -EINTR) return SETUP_FAILED;
+        if (ended == 0) await_child_or_oom(on_oom);
+        else if (ended < 0 && ended != -EINTR) return SETUP_FAILED;
     }
     /* A signal is passed up as 128 + its number, as a shell does; the outer process turns it back. */
     int signal = status & 0x7f;
@@ -263,7 +268,7 @@ static int run_recording(const char *status_path) {
     /* a handler, not SIG_IGN: the task must not inherit an ignore */
     for (unsigned long i = 0; i < PASSED_ON; i++) on_signal(passed_on[i], ignore_signal, 0);
     set_mask(SIG_SETMASK, previous);
-    finish(status_path, wait_for(task));
+    finish(status_path, wait_for(task, task));
     return -1;
 }
 
@@ -284,7 +289,8 @@ static int run_init(sigmask previous) {
     long task = spawn_task(0, previous);
     if (task < 0) return -1;
     forward_signals(task, previous);
-    quit(wait_for(task));
+    container.oom_event = -1; /* the outer process watches */
+    quit(wait_for(task, 0));
     return -1;
 }
 
@@ -299,7 +305,7 @@ static int run_as_init(const char *status_path) {
     long task = spawn_task(1, previous);
     if (task < 0) return -1;
     forward_signals(task, previous);
-    int code = wait_for(task);
+    int code = wait_for(task, -1);
     forward_to = 0;
     /* Every process of the namespace descends from its init, so one with no child left is alone in it. Else
      * the namespace ends with its task (kill(-1) walks every process of the machine: only when needed). */
@@ -322,55 +328,11 @@ static int enter_pid_namespace(const char *status_path) {
     if (init < 0) return -1;
     if (init == 0) return run_init(previous);
     forward_signals(init, previous);
-    finish(status_path, wait_for(init));
+    finish(status_path, wait_for(init, init));
     return -1;
 }
 
-/* ---- exec, searching PATH as execvp does ---- */
-
-static const char *path_of(char **envp) {
-    for (; *envp; envp++) {
-        const char *entry = *envp;
-        if (entry[0] == 'P' && entry[1] == 'A' && entry[2] == 'T' && entry[3] == 'H' && entry[4] == '=') {
-            return entry + 5;
-        }
-    }
-    return "/usr/local/bin:/usr/bin:/bin";
-}
-
-static long run_command(char **argv, char **envp) {
-    const char *name = argv[0];
-    for (const char *c = name; *c; c++) {
-        if (*c == '/') return sys(__NR_execve, (long)name, (long)argv, (long)envp, 0, 0);
-    }
-    char candidate[4096];
-    unsigned long name_length = length(name);
-    long result = -ENOENT;
-    for (const char *dir = path_of(envp); *dir;) {
-        unsigned long n = 0;
-        while (dir[n] && dir[n] != ':') n++;
-        if (n + 1 + name_length < sizeof candidate) {
-            unsigned long at = 0;
-            for (unsigned long i = 0; i < n; i++) candidate[at++] = dir[i];
-            if (n == 0) candidate[at++] = '.';
-            candidate[at++] = '/';
-            for (unsigned long i = 0; i <= name_length; i++) candidate[at++] = name[i];
-            long error = sys(__NR_execve, (long)candidate, (long)argv, (long)envp, 0, 0);
-            if (error == -EACCES) result = error; /* keep looking, as execvp does, but report this */
-            else if (error != -ENOENT && error != -ENOTDIR) return error;
-        }
-        dir += n;
-        if (*dir == ':') dir++;
-    }
-    return result;
-}
-
-/* The task's side: exec the command (127: not found, 126: not runnable). */
-static int run(char **argv, char **envp) {
-    long error = run_command(argv, envp);
-    complain("cannot run ", argv[0], error);
-    return error == -ENOENT ? 127 : 126;
-}
+#include "run_command.c" /* run(): exec the command, searching PATH as execvp does */
 
 static int isolate(int argc, char **argv, char **envp) {
     const char *status_path = 0;
@@ -387,8 +349,7 @@ static int isolate(int argc, char **argv, char **envp) {
         } else if (same(argv[i], "--write") && i + 2 < argc && container.n_writes < MAX_WRITES) {
             container.writes[container.n_writes][0] = argv[++i];
             container.writes[container.n_writes++][1] = argv[++i];
-        } else if (same(argv[i], "--oom-eventfd") && i + 2 < argc) {
-            container.oom_eventfd = number(argv[++i]);
+        } else if (same(argv[i], "--oom") && i + 1 < argc) {
             container.oom_file = argv[++i];
         } else if (same(argv[i], "--reuse") && i + 1 < argc) {
             container.reuse = argv[++i];
@@ -408,7 +369,7 @@ static int isolate(int argc, char **argv, char **envp) {
     }
     if (i + 1 >= argc) {
         say(2, "usage: butte-isolate [--exit-status FILE] [--cgroup DIR]... [--reuse NAME] [--write FILE VALUE]... "
-               "[--oom-eventfd FD FILE] [CGROUP_PROCS]... [--pidns] [--remove [--recycle NAME] [--reset FILE VALUE]... "
+               "[--oom FILE] [CGROUP_PROCS]... [--pidns] [--remove [--recycle NAME] [--reset FILE VALUE]... "
                "[--recycle-below FILE BYTES]] -- COMMAND [ARG]...\n");
         return SETUP_FAILED;
     }

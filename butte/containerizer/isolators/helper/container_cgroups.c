@@ -13,8 +13,9 @@ struct setup {
     int n_cgroups;
     const char *writes[MAX_WRITES][2]; /* file, value */
     int n_writes;
-    long oom_eventfd;
-    const char *oom_file;
+    const char *oom_file; /* memory.oom_control: watched for OOM kills (oom_watch.c) */
+    long oom_event;       /* the eventfd the kernel signals on an OOM; -1: none (or no more) */
+    long oom_control;     /* oom_file, open: -1 when not watched */
     int remove;
     const char *joins[MAX_CGROUPS]; /* cgroup.procs files of cgroups made by the agent */
     int n_joins;
@@ -28,7 +29,10 @@ struct setup {
 };
 
 /* The container this run sets up (isolate() fills it in from the arguments). */
-static struct setup container;
+static struct setup container = {.oom_event = -1, .oom_control = -1};
+
+static int watch_oom(const char *oom_file); /* oom_watch.c */
+static int oom_killed(void);
 
 /* `dir` + "/" + `name` into `out` (PATH_BYTES); 0 when it does not fit. */
 static const char *join_path(char *out, const char *dir, const char *name) {
@@ -38,30 +42,6 @@ static const char *join_path(char *out, const char *dir, const char *name) {
     out[a] = '/';
     for (unsigned long i = 0; i <= b; i++) out[a + 1 + i] = name[i];
     return out;
-}
-
-/* cgroup v1's OOM notification: "<eventfd> <fd of memory.oom_control>" into cgroup.event_control beside it. */
-static int register_oom_eventfd(long eventfd, const char *oom_file) {
-    char control_path[PATH_BYTES], digits[21], line[48];
-    unsigned long n = length(oom_file);
-    while (n > 0 && oom_file[n - 1] != '/') n--;
-    if (n == 0 || n + sizeof "cgroup.event_control" > PATH_BYTES) return -1;
-    for (unsigned long i = 0; i < n; i++) control_path[i] = oom_file[i];
-    const char *name = "cgroup.event_control";
-    for (unsigned long i = 0; i <= length(name); i++) control_path[n + i] = name[i];
-    long control = open_file(oom_file, O_RDONLY, 0);
-    if (control < 0) {
-        complain("cannot open ", oom_file, control);
-        return -1;
-    }
-    unsigned long at = 0;
-    for (const char *d = decimal(eventfd, digits); *d; d++) line[at++] = *d;
-    line[at++] = ' ';
-    for (const char *d = decimal(control, digits); *d; d++) line[at++] = *d;
-    line[at] = 0;
-    int result = write_value(control_path, line, "cannot write ");
-    sys(__NR_close, control, 0, 0, 0, 0);
-    return result;
 }
 
 /* `name` beside `dir` (in its parent) into `out` (PATH_BYTES); 0 when it does not fit. */
@@ -90,7 +70,7 @@ static long read_number(const char *path) {
     return value;
 }
 
-/* Make (or take over a recycled) cgroup, write the limits, register for OOM events: all before the joins. */
+/* Make (or take over a recycled) cgroup, write the limits, watch for OOMs: all before the joins. */
 static int set_up(void) {
     struct setup *setup = &container;
     char idle[PATH_BYTES];
@@ -108,32 +88,7 @@ static int set_up(void) {
     for (int i = 0; i < setup->n_writes; i++) {
         if (write_value(setup->writes[i][0], setup->writes[i][1], "cannot write ") < 0) return -1;
     }
-    if (setup->oom_file != 0) {
-        int registered = register_oom_eventfd(setup->oom_eventfd, setup->oom_file);
-        sys(__NR_close, setup->oom_eventfd, 0, 0, 0, 0); /* the task must not hold it; the agent keeps its own */
-        if (registered < 0) return -1;
-    }
-    return 0;
-}
-
-/* Whether FILE counts an OOM kill ("oom_kill N", N > 0): the agent then reads the limitation there. */
-static int oom_killed(const char *oom_file) {
-    char text[1024];
-    long fd = open_file(oom_file, O_RDONLY, 0);
-    if (fd < 0) return 0;
-    long n = sys(__NR_read, fd, (long)text, sizeof text - 1, 0, 0);
-    sys(__NR_close, fd, 0, 0, 0, 0);
-    if (n <= 0) return 0;
-    text[n] = 0;
-    const char *key = "oom_kill ";
-    for (const char *line = text; *line;) {
-        const char *k = key, *c = line;
-        while (*k && *c == *k) c++, k++;
-        if (*k == 0) return *c >= '1' && *c <= '9';
-        while (*line && *line != '\n') line++;
-        if (*line == '\n') line++;
-    }
-    return 0;
+    return setup->oom_file != 0 ? watch_oom(setup->oom_file) : 0;
 }
 
 /* Land the calling process in the container's cgroups ("0": the writer), so that all it starts stays there. The
@@ -178,7 +133,7 @@ static int recyclable(void) {
  * remove them, last made first. Stops at the first that will not go (still busy: the agent kills what is left
  * and removes the rest). */
 static void remove_cgroups(void) {
-    if (!container.remove || (container.oom_file != 0 && oom_killed(container.oom_file))) return;
+    if (!container.remove || oom_killed()) return;
     int recycle = recyclable();
     char idle[PATH_BYTES];
     if (recycle) {
