@@ -1,7 +1,8 @@
 """``namespaces/pid``: each task runs in a new pid namespace with its own ``/proc``.
 
-``butte-isolate --pidns`` (isolators/helper) makes the namespace: its init (pid 1) mounts ``/proc``, runs
-the task as its child and passes SIGTERM on to it, so a kill's grace period holds; where the helper cannot
+``butte-isolate --pidns`` (isolators/helper) is the namespace's init (pid 1) when the spawn thread made the
+namespace for it (containerizer/pid_namespaces.py), else makes it and forks one: the init mounts ``/proc``,
+runs the task as its child and passes SIGTERM on to it, so a kill's grace period holds; where the helper cannot
 be built, util-linux ``unshare --pid --fork --kill-child --mount-proc`` does (the task is then pid 1, and
 the kernel drops a SIGTERM it has no handler for). Either way, when the container's leader dies the
 namespace's init is SIGKILLed, and with it every process in the namespace, even those that double-forked
