@@ -79,10 +79,10 @@ class Isolator:
         """An argv prefix the task runs under (e.g. ``unshare`` for a pid namespace)."""
         return ()
 
-    def helper_setup(self, container_id: str, limits: ContainerLimits) -> HelperSetup:
+    def helper_setup(self, container_id: str, limits: ContainerLimits) -> tuple[str, ...]:
         """What ``butte-isolate`` is to do for this isolator when it sets the container up and takes it down
         itself (:meth:`Isolation.helper_prelude`); asked only when :attr:`helps`."""
-        return HelperSetup(())
+        return ()
 
     def removed_by_helper(self, container_id: str) -> bool:
         """Whether the helper took down everything :meth:`helper_setup` had it set up."""
@@ -121,15 +121,6 @@ class Isolator:
         """
         self.kill(container_id)
         self.cleanup(container_id)
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class HelperSetup:
-    """``butte-isolate`` arguments that set a container's cgroups up (and take them down after), and the
-    descriptors it must inherit for them."""
-
-    args: tuple[str, ...]
 
 
 def read_text(path: str) -> str | None:

@@ -17,7 +17,6 @@ from typing import final
 
 from butte.containerizer.isolators.base import (
     ContainerLimits,
-    HelperSetup,
     Isolator,
     Limitation,
     Statistics,
@@ -89,7 +88,7 @@ class CgroupsV1(Isolator):
         for path, value in self._limit_writes(container_id, limits):
             write_text(path, value)
 
-    def helper_setup(self, container_id: str, limits: ContainerLimits) -> HelperSetup:
+    def helper_setup(self, container_id: str, limits: ContainerLimits) -> tuple[str, ...]:
         """The cgroups made, limited, watched for OOM and joined by butte-isolate, which removes them after."""
         args = [part for directory in self._helper_dirs(container_id) for part in ("--cgroup", directory)]
         if self._pool is not None and (limits.mem_bytes is None or limits.mem_bytes >= POOL_MIN_MEMORY_BYTES):
@@ -99,7 +98,7 @@ class CgroupsV1(Isolator):
         memory_dir = self._dir("memory", container_id)
         if memory_dir is not None:
             args += ["--oom", f"{memory_dir}/memory.oom_control"]  # the helper watches for OOMs itself
-        return HelperSetup(tuple(args))
+        return tuple(args)
 
     def removed_by_helper(self, container_id: str) -> bool:
         """Whether the container's cgroups are gone: the helper removes the first one made last."""

@@ -80,8 +80,8 @@ class Isolation:
         helper = self.helper
         if helper is None or not self.helper_can_set_up():
             return None
-        setups = [isolator.helper_setup(container_id, limits) for isolator in self.isolators if isolator.helps]
-        args = tuple(part for setup in setups for part in setup.args)
+        helping = (isolator for isolator in self.isolators if isolator.helps)
+        args = tuple(part for isolator in helping for part in isolator.helper_setup(container_id, limits))
         pid_namespace = any(isolator.makes_pid_namespace for isolator in self.isolators)
         return HelperLaunch(
             prelude=(helper, *args, *(["--pidns"] if pid_namespace else []), "--remove", "--", *switch_to),
