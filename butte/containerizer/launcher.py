@@ -220,8 +220,10 @@ class Launcher:
         if reattached is not None:
             return reattached
         loop = self._loop or asyncio.get_running_loop()
-        popen = await loop.run_in_executor(self._pool, _prepare_and_start, spec, prepare, self._namespaces)
-        process = Process(popen.pid, loop, _popen_reaper(popen, spec.exit_status_path is not None))
+        popen, started = await loop.run_in_executor(self._pool, _prepare_and_start, spec, prepare, self._namespaces)
+        # A recorded status, and an init's exit (it cannot die of its own signal), give a signal N as 128 + N.
+        wrapped = started.exit_status_path is not None or started.new_pid_namespace
+        process = Process(popen.pid, loop, _popen_reaper(popen, wrapped))
         if self.on_started is not None:
             self.on_started(spec, popen.pid)
         return process
@@ -233,10 +235,12 @@ class Launcher:
 
 def _prepare_and_start(
     spec: LaunchSpec, prepare: Callable[[], object] | None, namespaces: PidNamespaces
-) -> subprocess.Popen[bytes]:
+) -> tuple[subprocess.Popen[bytes], LaunchSpec]:
+    """``prepare``, then the spawn; the process, and the spec it was started from."""
     prepared = prepare() if prepare is not None else None
     # A step that decides how the process starts (isolators.containers, by butte-isolate) returns the spec.
-    return start_process(prepared if isinstance(prepared, LaunchSpec) else spec, namespaces)
+    started = prepared if isinstance(prepared, LaunchSpec) else spec
+    return start_process(started, namespaces), started
 
 
 def start_process(spec: LaunchSpec, namespaces: PidNamespaces | None = None) -> subprocess.Popen[bytes]:

@@ -46,8 +46,9 @@ def test_the_thread_spawns_one_init_then_goes_back_to_its_own_namespace() -> Non
     assert after.stdout.strip() == our_pid_namespace()  # later children start beside the agent again
 
 
-def isolated(sandbox: Path, script: str) -> LaunchSpec:
-    """A command task as the agent starts one in a pid namespace: butte-isolate records its status."""
+def isolated(sandbox: Path, script: str, checkpointed: bool = True) -> LaunchSpec:
+    """A command task as the agent starts one in a pid namespace: butte-isolate records its status when its
+    framework checkpoints."""
     assert HELPER is not None
     return LaunchSpec(
         argv=("/bin/sh", "-c", script),
@@ -55,7 +56,7 @@ def isolated(sandbox: Path, script: str) -> LaunchSpec:
         cwd=str(sandbox),
         stdout_path=str(sandbox / "stdout"),
         stderr_path=str(sandbox / "stderr"),
-        exit_status_path=str(sandbox / "exit_status"),
+        exit_status_path=str(sandbox / "exit_status") if checkpointed else None,
         status_helper=HELPER,
         prelude=(HELPER, "--pidns", "--remove", "--"),
         new_pid_namespace=True,
@@ -87,12 +88,13 @@ async def test_a_sigterm_reaches_the_task_and_a_signal_death_is_reported_as_one(
     assert await asyncio.wait_for(graceful.wait(), timeout=10) == 5
     assert (tmp_path / "stdout").read_text() == "ready\nterm\n"
 
-    marker = unique_sleep()
-    killed = await launcher.launch(isolated(tmp_path, f"exec sleep {marker}"))
-    await until(lambda: running(marker))
-    os.kill(running(marker)[0], signal.SIGKILL)
-    # An init cannot die of its own signal: it exits with 128 + N, which the launcher reads back as the signal.
-    assert await asyncio.wait_for(killed.wait(), timeout=10) == -signal.SIGKILL
+    for checkpointed in (True, False):
+        marker = unique_sleep()
+        killed = await launcher.launch(isolated(tmp_path, f"exec sleep {marker}", checkpointed))
+        await until(lambda: running(marker))  # noqa: B023 - awaited within the iteration
+        os.kill(running(marker)[0], signal.SIGKILL)
+        # An init cannot die of its own signal: it exits 128 + N, which the launcher reads back as the signal.
+        assert await asyncio.wait_for(killed.wait(), timeout=10) == -signal.SIGKILL
     assert (tmp_path / "exit_status").read_text() == f"{128 + signal.SIGKILL}\n"
 
 
