@@ -153,11 +153,11 @@ static void on_signal(int sig, void (*handler)(int), unsigned long flags) {
 #endif
 }
 
-/* Where the signals a kill sends (SIGTERM first, for the grace period) are passed on to. */
+/* Where the signals a kill sends (SIGTERM first, for the grace period) are passed on to (negative: a group). */
 static volatile long forward_to = 0;
 
 static void forward(int sig) {
-    if (forward_to > 0) sys(__NR_kill, forward_to, sig, 0, 0, 0);
+    if (forward_to != 0) sys(__NR_kill, forward_to, sig, 0, 0, 0);
 }
 
 static void ignore_signal(int sig) { (void)sig; }
@@ -236,6 +236,7 @@ static struct {
     char **argv;
     char **envp;
     int join;
+    int own_group; /* the task leads a process group of its own */
     sigmask mask;
 } command;
 
@@ -245,6 +246,7 @@ static int run(char **argv, char **envp);
 static int start_task(void *unused) {
     (void)unused;
     if (command.join && join_container() < 0) return SETUP_FAILED;
+    if (command.own_group) sys(__NR_setpgid, 0, 0, 0, 0, 0);
     set_mask(SIG_SETMASK, command.mask); /* the task starts with the mask it was given */
     return run(command.argv, command.envp);
 }
@@ -297,14 +299,17 @@ static int run_init(sigmask previous) {
 /* The agent made the pid namespace and started this process as its init (pid 1): one process fewer than
  * enter_pid_namespace(). It runs the task as pid 2, passes signals on to it and reaps orphans; when the task
  * has ended it ends the rest of the namespace, and then takes the cgroups down as the outer process would.
+ * The task leads a process group of its own, which the init passes signals on to: a kill signals the init's
+ * group, and the task hears each signal once, not once from the kill and again from the init.
  * An init cannot end by a signal of its own, so a task's signal N leaves as exit code 128 + N (the agent reads
  * it back as the signal, as it does the recorded status). */
 static int run_as_init(const char *status_path) {
     if (mount_proc(1) < 0) return -1;
     sigmask previous = block_passed_on();
+    command.own_group = 1;
     long task = spawn_task(1, previous);
     if (task < 0) return -1;
-    forward_signals(task, previous);
+    forward_signals(-task, previous);
     int code = wait_for(task, -1);
     forward_to = 0;
     /* Every process of the namespace descends from its init, so one with no child left is alone in it. Else
