@@ -61,7 +61,7 @@ class PidNamespaces:
             OSError: the thread could not go back to its own namespace (its later children would land in the
                 new one): the caller must not spawn on this thread again.
         """
-        if os.environ.get("DEBUGNOINIT") or not self._usable or not self._open():
+        if not self._usable or not self._open():
             yield False
             return
         assert self._libc is not None and self._own is not None

@@ -148,3 +148,26 @@ def running(marker: str) -> list[int]:
         except (FileNotFoundError, NotADirectoryError, ProcessLookupError):
             continue
     return found
+
+
+def test_where_the_kernel_refuses_a_namespace_the_spawn_goes_on_without_one() -> None:
+    class Refusing:
+        """The C library's unshare as it answers without CAP_SYS_ADMIN."""
+
+        calls = 0
+
+        def unshare(self, flags: int) -> int:
+            Refusing.calls += 1
+            return -1
+
+    namespaces = PidNamespaces()
+    assert namespaces._open()
+    namespaces._libc = Refusing()  # type: ignore[assignment]
+    try:
+        for _ in range(2):
+            with namespaces.for_next_child() as made:
+                spawned = subprocess.run(["readlink", "/proc/self/ns/pid"], capture_output=True, text=True)
+            assert not made and spawned.stdout.strip() == our_pid_namespace()
+    finally:
+        namespaces.close()
+    assert Refusing.calls == 1  # asked once: the helper makes its own namespaces from then on
