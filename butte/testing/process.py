@@ -176,7 +176,7 @@ class ButteProcess:
 
     def error(self, message: str) -> ProcessError:
         """A ProcessError whose message ends with this process's log tail."""
-        return ProcessError(f"{message}\n--- last lines of {self.log_path} ---\n{self.log_tail()}")
+        return ProcessError(f"{message}\n{log_tails([self])}")
 
 
 def log_tails(processes: Sequence[ButteProcess]) -> str:
