@@ -28,6 +28,7 @@ from typing import Any, Final, final
 import aiohttp
 
 from butte.testing import process as proc
+from butte.testing.ports import free_port
 from butte.testing.process import ButteProcess, ProcessError
 from butte.testing.wait import WaitTimeout, until
 
@@ -115,7 +116,7 @@ class Cluster:
         self._own_work_dir = work_dir is None
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="butte-cluster-")).resolve()
         self._env = proc.child_environment(self.marker)
-        self.master = self._master_process(master_port or proc.free_port())
+        self.master = self._master_process(master_port or free_port())
         self.agents: list[AgentProcess] = []
 
     # -- addresses -----------------------------------------------------------------------------------
@@ -244,7 +245,7 @@ class Cluster:
     # -- agents --------------------------------------------------------------------------------------
 
     def _agent_process(self, index: int) -> AgentProcess:
-        port = self.agent_ports[index] if index < len(self.agent_ports) else proc.free_port()
+        port = self.agent_ports[index] if index < len(self.agent_ports) else free_port()
         work_dir = self.work_dir / f"agent-{index}"
         argv = ["agent", f"--master={self.master_address}", "--ip=127.0.0.1", f"--port={port}"]
         argv.append(f"--work_dir={work_dir}")

@@ -16,8 +16,8 @@ from typing import Any, Final, final
 
 import aiohttp
 
-from butte.testing import process as proc
 from butte.testing.cluster import Cluster, flag_args
+from butte.testing.ports import free_port
 from butte.testing.process import ButteProcess
 from butte.testing.wait import until
 
@@ -38,7 +38,7 @@ class MarathonKit:
         name: str = "marathon",
     ) -> None:
         self.cluster = cluster
-        self.port = port or proc.free_port()
+        self.port = port or free_port()
         work_dir = cluster.work_dir / name
         argv = [
             "marathon",

@@ -29,6 +29,7 @@ import aiohttp
 
 from butte.testing import process as proc
 from butte.testing.cluster import DEFAULT_AGENT_RESOURCES, DEFAULT_MASTER_FLAGS, HTTP_TIMEOUT, NOT_YET, flag_args
+from butte.testing.ports import free_port
 from butte.testing.process import ButteProcess, ProcessError
 from butte.testing.wait import until
 
@@ -206,7 +207,7 @@ class PartitionCluster:
         self.work_dir = work_dir
         self.marker = uuid.uuid4().hex
         env = proc.child_environment(self.marker)
-        port, agent_port = proc.free_port(), proc.free_port()
+        port, agent_port = free_port(), free_port()
         self.master_address = f"{namespace.host_ip}:{port}"
         self.master_url = f"http://{self.master_address}"
         argv = ["master", f"--ip={namespace.host_ip}", f"--port={port}", f"--work_dir={work_dir / 'master'}"]

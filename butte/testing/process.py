@@ -12,7 +12,6 @@ import atexit
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,14 +31,6 @@ _live: set[subprocess.Popen[bytes]] = set()
 
 class ProcessError(RuntimeError):
     """A kit process failed to start, died, or did not stop; the message ends with its log tail."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def butte_source_root() -> str:

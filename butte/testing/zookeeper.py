@@ -27,11 +27,15 @@ import aiohttp
 
 from butte.testing import process as proc
 from butte.testing.cluster import DEFAULT_AGENT_RESOURCES, DEFAULT_MASTER_FLAGS, HTTP_TIMEOUT, NOT_YET, flag_args
-from butte.testing.process import ButteProcess, free_port
+from butte.testing.ports import free_port
+from butte.testing.process import ButteProcess
 from butte.testing.wait import WaitTimeout, until
 
 ZOOKEEPER_JAR: Final = Path("/usr/share/java/zookeeper.jar")
 ZOOKEEPER_CONF: Final = Path("/etc/zookeeper/conf")
+# The jar alone logs nothing (slf4j falls back to its no-op logger); the package depends on these two, and with
+# them each node logs at INFO to its zk.log, which a failure message then shows.
+LOGGING_JARS: Final = (Path("/usr/share/java/slf4j-log4j12.jar"), Path("/usr/share/java/log4j-1.2.jar"))
 # 250 ms ticks: sessions may be negotiated from 0.5 s (2 ticks) to 5 s (20 ticks) unless raised below.
 TICK_MS: Final = 250
 MAX_SESSION_TIMEOUT_MS: Final = 30_000
@@ -82,7 +86,11 @@ class ZooKeeperEnsemble:
         return f"zk://{self.hosts}{path}"
 
     async def __aenter__(self) -> ZooKeeperEnsemble:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -92,14 +100,27 @@ class ZooKeeperEnsemble:
         """Start every node and wait until each serves (a quorum has formed).
 
         Raises:
-            WaitTimeout: the ensemble did not form in time.
+            ProcessError: a node exited, or the ensemble did not form in time (the message has every node's log
+                tail).
         """
         for index in range(len(self.client_ports)):
             self.start_node(index)
-        await until(self._all_serving, timeout=timeout_s, what="the ZooKeeper ensemble to form a quorum")
+        try:
+            await until(self._all_serving, timeout=timeout_s, what="the ZooKeeper ensemble to form a quorum")
+        except (WaitTimeout, proc.ProcessError) as exc:
+            raise proc.ProcessError(f"{exc}\n{self.log_tails()}") from exc
 
     def _all_serving(self) -> bool:
+        """Whether every node serves; a node that exited will not (it could not bind a port, say): fail now."""
+        exited = {index + 1: node.returncode for index, node in self._procs.items() if node.poll() is not None}
+        if exited:
+            raise proc.ProcessError(f"ZooKeeper nodes exited while the ensemble formed (node: exit code): {exited}")
         return all(server_mode(port) is not None for port in self.client_ports)
+
+    def log_tails(self) -> str:
+        """The last lines of every node's log, for failure messages."""
+        logs = [self.work_dir / f"zk{index + 1}" / "zk.log" for index in range(len(self.client_ports))]
+        return "\n".join(f"--- last lines of {log} ---\n{proc.read_tail(log)}" for log in logs)
 
     def start_node(self, index: int) -> None:
         """Start node ``index`` (0-based) with its config and data dir."""
@@ -108,8 +129,10 @@ class ZooKeeperEnsemble:
         (node_dir / "data" / "myid").write_text(f"{index + 1}\n")
         config = node_dir / "zoo.cfg"
         config.write_text(self._config(node_dir / "data", index))
-        classpath = f"{ZOOKEEPER_CONF}:{ZOOKEEPER_JAR}"
-        argv = ["java", "-Xmx128m", "-cp", classpath, "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(config)]
+        jars = [ZOOKEEPER_JAR, *(jar for jar in LOGGING_JARS if jar.exists())]
+        classpath = ":".join(map(str, [ZOOKEEPER_CONF, *jars]))
+        main = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
+        argv = ["java", "-Xmx128m", "-Dzookeeper.root.logger=INFO,CONSOLE", "-cp", classpath, main, str(config)]
         with open(node_dir / "zk.log", "ab") as log:
             self._procs[index] = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

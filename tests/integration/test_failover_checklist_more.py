@@ -25,7 +25,8 @@ from test_failover_checklist import (
 
 from butte.testing.cluster import DEFAULT_AGENT_RESOURCES
 from butte.testing.invariants import running_tasks
-from butte.testing.process import ButteProcess, child_environment, free_port
+from butte.testing.ports import free_port
+from butte.testing.process import ButteProcess, child_environment
 from butte.testing.wait import until
 from butte.testing.zookeeper import HaCluster, unavailable_reason
 

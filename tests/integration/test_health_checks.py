@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from test_agent_service import (
 )
 
 from butte.agent.service import Agent
+from butte.testing.ports import free_port
 from butte.testing.wait import until
 from butte.wire.agent_link import AgentEvent, RunTaskGroup
 from butte.wire.base import ID
@@ -48,13 +48,6 @@ def health_updates(fake: FakeMaster, task_id: str) -> list[bool | None]:
 def check_results(fake: FakeMaster, task_id: str) -> list[dict[str, Any]]:
     found = [s for s in statuses(fake, task_id) if s.reason == "REASON_TASK_CHECK_STATUS_UPDATED"]
     return [msgspec.json.decode(bytes(s.check_status)) for s in found]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def http_server(port: int) -> str:

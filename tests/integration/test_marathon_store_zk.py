@@ -23,7 +23,7 @@ from butte.frameworks.marathon.model import (
 )
 from butte.frameworks.marathon.store import MAX_VERSIONS, open_store
 from butte.frameworks.marathon.store_zk import ZkStore
-from butte.testing.process import free_port
+from butte.testing.ports import free_port
 from butte.testing.zookeeper import ZooKeeperEnsemble, one_server_ensemble, unavailable_reason
 from butte.wire.marathon import App, CommandCheck, Container, Docker, HealthCheck, VersionInfo
 

@@ -16,6 +16,7 @@ import pytest
 
 from butte.cli.up_cmd import busy_ports
 from butte.testing import process as proc
+from butte.testing.ports import free_port
 from butte.testing.pytest_plugin import skip_without_services
 from butte.testing.wait import until
 
@@ -25,7 +26,7 @@ START_S = 60.0
 def free_port_pair() -> tuple[int, int]:
     """A free port whose successor is free too (``butte up`` puts agents on consecutive ports)."""
     for _ in range(50):
-        port = proc.free_port()
+        port = free_port()
         if port < 65535 and not busy_ports([port, port + 1]):
             return port, port + 1
     raise RuntimeError("no two consecutive free ports")
@@ -56,7 +57,7 @@ class UpProcess:
     def __init__(self, tmp_path: Path, master_port: int, agent_port: int) -> None:
         self.output = tmp_path / "up.out"
         self.master_port = master_port
-        self.marathon_port = proc.free_port()
+        self.marathon_port = free_port()
         argv = [sys.executable, "-m", "butte.cli.main", "up", f"--work_dir={tmp_path / 'state'}"]
         argv += [f"--port={master_port}", f"--agent_port={agent_port}", "--agents=2"]
         argv += [f"--marathon_port={self.marathon_port}"]
