@@ -144,3 +144,21 @@ def test_a_process_left_behind_without_a_namespace_is_never_recycled(bases: dict
     isolation.destroy("leaver")  # kills it, then removes the cgroups
     assert not any(os.path.exists(path) for path in container_dirs(bases, "leaver"))
     assert cgroups._pool is not None and cgroups._pool.idle() == []
+
+
+def test_a_cgroup_that_cannot_be_made_fails_the_set_up_before_the_task_runs(
+    bases: dict[str, str], tmp_path: os.PathLike[str]
+) -> None:
+    marker = os.path.join(tmp_path, "ran")
+    unmakeable = f"{bases['memory']}/no-such-parent/c1"
+    assert HELPER is not None
+    ran = subprocess.run(
+        [HELPER, "--cgroup", f"{bases['cpu']}/c1", "--cgroup", unmakeable, "--", "touch", marker],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert ran.returncode == 125
+    assert f"cannot make {unmakeable}" in ran.stderr
+    assert not os.path.exists(marker)
+    os.rmdir(f"{bases['cpu']}/c1")  # made before the one that failed: the agent removes it (fixture: none left)

@@ -95,30 +95,18 @@ static void complain(const char *what, const char *detail, long error) {
     say(2, "\n");
 }
 
+static void within_cgroup(long *dir, const char **name); /* container_cgroups.c */
+
 static long open_file(const char *path, long flags, long mode) {
-    return sys(__NR_openat, AT_FDCWD, (long)path, flags | O_CLOEXEC, mode, 0);
+    long dir = AT_FDCWD;
+    within_cgroup(&dir, &path);
+    return sys(__NR_openat, dir, (long)path, flags | O_CLOEXEC, mode, 0);
 }
 
 static long fork_process(void) { return sys(__NR_clone, SIGCHLD, 0, 0, 0, 0); }
 
 static void quit(int code) {
     for (;;) sys(__NR_exit_group, code, 0, 0, 0, 0);
-}
-
-/* Write `value` to a control file; on failure say "<what><path>" and return -1. */
-static int write_value(const char *path, const char *value, const char *what) {
-    long fd = open_file(path, O_WRONLY, 0);
-    long written = fd < 0 ? fd : sys(__NR_write, fd, (long)value, (long)length(value), 0, 0);
-    if (fd >= 0) sys(__NR_close, fd, 0, 0, 0, 0);
-    if (written < 0) {
-        complain(what, path, written);
-        return -1;
-    }
-    return 0;
-}
-
-static int join_cgroup(const char *procs_file, const char *pid) {
-    return write_value(procs_file, pid, "cannot join ");
 }
 
 /* ---- signals ---- */
