@@ -266,7 +266,8 @@ static int run_recording(const char *status_path) {
 static int mount_proc(int unshare_first) {
     long failed = unshare_first ? sys(__NR_unshare, CLONE_NEWNS, 0, 0, 0, 0) : 0;
     if (failed == 0) failed = sys(__NR_mount, (long)"none", (long)"/", 0, MS_REC | MS_PRIVATE, 0);
-    if (failed == 0) failed = sys(__NR_mount, (long)"proc", (long)"/proc", (long)"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, 0);
+    long flags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+    if (failed == 0) failed = sys(__NR_mount, (long)"proc", (long)"/proc", (long)"proc", flags, 0);
     if (failed < 0) complain("mount /proc", "", failed);
     return failed < 0 ? -1 : 0;
 }

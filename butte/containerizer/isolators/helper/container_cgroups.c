@@ -28,7 +28,7 @@ struct setup {
     int pidns; /* the task runs in a pid namespace: when it ends, every process of the container has */
     /* Each cgroup's parent directory and the cgroup, open (O_PATH) from set_up() on, the first n_open of them:
      * every other open, rename and removal then looks one name up where a path would walk /sys/fs/cgroup/...
-     * again, kernfs checking each component (some twenty walks per task, ~10% of this helper's kernel time). */
+     * again, kernfs checking each component (some twenty walks per task, ~10% of this helper's time in a burst). */
     long parent_fds[MAX_CGROUPS], dir_fds[MAX_CGROUPS];
     int n_open;
 };
