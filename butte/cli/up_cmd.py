@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from butte.cli.flags import add_flag
+from butte.core.resources import DEFAULT_PORTS
 from butte.testing.cluster import Cluster
 from butte.testing.marathon import MarathonKit
 from butte.testing.process import ProcessError
@@ -28,7 +29,7 @@ log = logging.getLogger("butte.up")
 
 # Each agent gets its own slice of the Mesos default port range, so two agents never offer the same port.
 PORTS_PER_AGENT = 500
-FIRST_TASK_PORT = 31000
+FIRST_TASK_PORT = DEFAULT_PORTS[0]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -18,6 +18,8 @@ from butte.core.errors import ValidationError
 from butte.core.ranges import RangeList
 
 DEFAULT_ROLE = "*"
+# The ports an agent offers when its resources do not say (Mesos's default): tasks bind these.
+DEFAULT_PORTS = (31000, 32000)
 FLAT_NAMES = ("cpus", "gpus", "mem", "disk")
 """Names that Mesos's flat ``/master/state`` resources object always carries."""
 
@@ -387,6 +389,6 @@ def detect_host_resources(cpu_count: int, mem_total_mb: float, disk_total_mb: fl
             Entry("cpus", DEFAULT_ROLE, float(cpu_count)),
             Entry("mem", DEFAULT_ROLE, mem_mb),
             Entry("disk", DEFAULT_ROLE, disk_mb),
-            Entry("ports", DEFAULT_ROLE, ((31000, 32000),)),
+            Entry("ports", DEFAULT_ROLE, (DEFAULT_PORTS,)),
         ]
     )

@@ -5,7 +5,8 @@ the local port of every outgoing connection from. Between choosing a port and th
 takes a second or more to get there) any connect() on the machine may be given that port, and the child then
 fails with EADDRINUSE: a ZooKeeper node that cannot bind its client port exits, and its ensemble never forms.
 Ports below the ephemeral range are never handed to outgoing connections, so only another listener can hold
-one; each is checked free when chosen, and this process never hands out the same one twice.
+one; each is checked free when chosen, and this process never hands out the same one twice. They stay below
+the ports agents offer to tasks by default, which a task may bind later.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import random
 import socket
 from pathlib import Path
 from typing import Final
+
+from butte.core.resources import DEFAULT_PORTS
 
 EPHEMERAL_RANGE_FILE: Final = Path("/proc/sys/net/ipv4/ip_local_port_range")
 # The lowest port the kit chooses: above the registered services most machines run.
@@ -52,8 +55,9 @@ def kernel_chosen_port() -> int:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on, below the ephemeral range where the machine allows."""
-    upper = ephemeral_range_start()
+    """A TCP port on 127.0.0.1 that nothing listens on, below the ephemeral range and the agents' default task
+    ports where the machine allows."""
+    upper = min(ephemeral_range_start(), DEFAULT_PORTS[0])
     if upper - LOWEST_PORT >= MIN_CANDIDATES:
         for _ in range(ATTEMPTS):
             port = random.randrange(LOWEST_PORT, upper)

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from butte.core.resources import DEFAULT_PORTS
 from butte.testing import ports
 
 
-def test_ports_come_from_below_the_ephemeral_range_and_are_never_repeated() -> None:
-    upper = ports.ephemeral_range_start()
+def test_ports_come_from_below_the_ephemeral_range_and_the_task_ports_and_are_never_repeated() -> None:
+    upper = min(ports.ephemeral_range_start(), DEFAULT_PORTS[0])
     handed = [ports.free_port() for _ in range(300)]
     assert len(set(handed)) == len(handed)
     if upper - ports.LOWEST_PORT >= ports.MIN_CANDIDATES:
