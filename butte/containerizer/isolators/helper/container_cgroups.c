@@ -2,7 +2,7 @@
  * take over the cgroups, write the limits, register the OOM eventfd, join them from the task's side, and
  * recycle or remove them once the task has ended. See the usage at the top of butte_isolate.c. */
 
-/* ---- the container's cgroups, when the helper makes them (--cgroup, --write, --oom-eventfd, --remove) ---- */
+/* ---- the container's cgroups, when the helper makes them (--cgroup, --reuse, --write, --oom, --remove) ---- */
 
 #define MAX_CGROUPS 8
 #define MAX_WRITES 16
