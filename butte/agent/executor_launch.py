@@ -31,10 +31,10 @@ from butte.containerizer.environment import executor_environment
 from butte.containerizer.isolators.base import ContainerLimits, Limitation
 from butte.containerizer.isolators.containers import limits_of
 from butte.containerizer.isolators.isolation import ContainerHooks
-from butte.containerizer.launcher import LaunchError, LaunchSpec, Process, UserIds
+from butte.containerizer.launcher import LaunchSpec, Process, UserIds
 from butte.containerizer.sandbox import create_sandbox
 from butte.core.errors import NotFound
-from butte.executor.command import command_argv
+from butte.executor.command import command_argv, launch_failure
 from butte.wire.agent_link import AgentCall, ExecutorExited
 from butte.wire.base import ID
 from butte.wire.mesos import CommandInfo, CommandURI, TaskInfo
@@ -152,8 +152,8 @@ class ExecutorLauncher:
             if fetch is not None:  # the fetch makes the sandbox first, then fills it
                 await fetch()
             process = await self._context.launcher.launch(spec, prepare)
-        except LaunchError as exc:
-            self._launch_failed(run, str(exc))
+        except Exception as exc:  # LaunchError; anything else is a bug: the tasks fail rather than hang
+            self._launch_failed(run, launch_failure(exc))
             for record in list(run.executor.tasks.values()):
                 self.fail_task(run, record, run.failure or "", "REASON_CONTAINER_LAUNCH_FAILED")
             run.queued.clear()

@@ -55,6 +55,14 @@ def grace_period_s(*policies: KillPolicy | None) -> float:
     return DEFAULT_KILL_GRACE_S
 
 
+def launch_failure(exc: Exception) -> str:
+    """The message of a failed launch; an error other than LaunchError is a bug, and is logged in full."""
+    if isinstance(exc, LaunchError):
+        return str(exc)
+    log.error("Launch failed unexpectedly", exc_info=exc)
+    return f"Failed to launch: {exc!r}"
+
+
 def describe_exit(returncode: int) -> str:
     """Mesos's wording of how a command ended."""
     if returncode >= 0:
@@ -148,9 +156,9 @@ class CommandTask:
             if self._fetch is not None:
                 await self._fetch()
             process = await self._launcher.launch(self._spec, self._prepare)
-        except LaunchError as exc:
+        except Exception as exc:  # LaunchError; anything else is a bug, reported rather than left starting forever
             reason = "REASON_CONTAINER_LAUNCH_FAILED"
-            self._finish("TASK_FAILED", str(exc), source="SOURCE_AGENT", reason=reason)
+            self._finish("TASK_FAILED", launch_failure(exc), source="SOURCE_AGENT", reason=reason)
             return
         self._process = process
         if self._killing or self._limitation is not None:

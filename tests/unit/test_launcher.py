@@ -16,6 +16,7 @@ from butte.containerizer.isolators.helper import build_helper
 from butte.containerizer.launcher import Launcher, LaunchError, LaunchSpec, lookup_user
 from butte.containerizer.sandbox import create_sandbox, executor_runs_dir
 from butte.core.errors import NotFound
+from butte.executor.command import CommandTask
 from butte.testing.wait import until
 
 
@@ -200,3 +201,22 @@ async def test_runs_as_another_user_when_root(launcher: Launcher, sandbox: Path)
 def test_unknown_user_is_not_found() -> None:
     with pytest.raises(NotFound, match="no-such-user-xyz"):
         lookup_user("no-such-user-xyz")
+
+
+async def test_a_launch_that_fails_unexpectedly_fails_the_task_instead_of_leaving_it_starting(
+    launcher: Launcher, sandbox: Path
+) -> None:
+    updates: list[tuple[str, str | None, str | None]] = []
+
+    def report(state: str, *, source: str = "", message: str | None = None, reason: str | None = None) -> None:
+        updates.append((state, message, reason))
+
+    def broken_step() -> None:
+        raise RuntimeError("a bug in a set-up step")
+
+    task = CommandTask(spec(sandbox, "/bin/true"), report, launcher, prepare=broken_step)  # type: ignore[arg-type]
+    task.start()
+    assert await asyncio.wait_for(task.wait(), 10) == "TASK_FAILED"
+    state, message, reason = updates[-1]
+    assert (state, reason) == ("TASK_FAILED", "REASON_CONTAINER_LAUNCH_FAILED")
+    assert message is not None and "a bug in a set-up step" in message
