@@ -53,6 +53,27 @@ def test_a_recycled_container_is_handed_to_the_next_one_with_its_counters_reset(
     assert sorted(os.listdir(bases[0])) == ["idle-c2"]
 
 
+def test_an_idle_cgroup_carries_the_limits_its_last_container_left_in_it(bases: list[str]) -> None:
+    pool = CgroupPool(bases, [], None)
+    assert pool.limits_held("c1") == {}  # nothing lent: new cgroups hold the kernel's defaults
+    pool.recycle_args("c1", {"cpu.shares": "10"})
+    helper_recycles(bases, "c1")
+    pool.settle("c1")
+    pool.setup_args("c2")
+    assert pool.limits_held("c2") == {"cpu.shares": "10"}
+    assert pool.settle("c2")  # never taken over: it comes back holding the same
+    pool.setup_args("c3")
+    assert pool.limits_held("c3") == {"cpu.shares": "10"}
+    pool.recycle_args("c3", {"cpu.shares": "20"})
+    helper_recycles(bases, "c3", reused="idle-c1")
+    pool.settle("c3")
+    pool.setup_args("c4")
+    assert pool.limits_held("c4") == {"cpu.shares": "20"}
+    os.rename(f"{bases[0]}/idle-c3", f"{bases[0]}/c4")  # taken over, and then lost (the helper was killed)
+    assert not pool.settle("c4")
+    assert pool.limits_held("c4") == {} and pool.idle() == []
+
+
 def test_cgroups_the_helper_left_are_for_destroy_and_removed_ones_are_settled(bases: list[str]) -> None:
     pool = CgroupPool(bases, [], None)
     pool.recycle_args("killed")

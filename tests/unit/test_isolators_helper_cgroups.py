@@ -105,6 +105,37 @@ def test_the_helper_limits_the_container_then_recycles_its_cgroups_for_the_next(
         cgroups.close()
 
 
+def test_recycled_cgroups_get_only_the_limits_that_differ_and_defaults_for_those_not_set(
+    bases: dict[str, str],
+) -> None:
+    cgroups = CgroupsV1(bases)
+    isolation = Isolation([cgroups, PidNamespace()], ["cgroups/cpu", "cgroups/mem", "namespaces/pid"], HELPER)
+    memory_limit, shares = "memory.limit_in_bytes", "cpu.shares"
+
+    def launch_and_end(container_id: str, limits: ContainerLimits) -> list[str]:
+        """The control files the helper was told to write; the container has run and given its cgroups back."""
+        launch = isolation.helper_prelude(container_id, limits)
+        assert launch is not None
+        isolation.expect(container_id, limits)
+        ran = run(launch, ["true"], as_init=True)
+        assert ran.returncode == 0, ran.stderr
+        assert isolation.forget_if_removed(container_id)
+        at = [i for i, part in enumerate(launch.prelude) if part == "--write"]
+        return [os.path.basename(launch.prelude[i + 1]) for i in at]
+
+    try:
+        assert sorted(launch_and_end("c1", LIMITS)) == [shares, memory_limit]  # new cgroups: every limit
+        assert launch_and_end("c2", LIMITS) == []  # the same limits: none written again
+        assert read_int(f"{bases['memory']}/idle-c2/{memory_limit}") == 64 * 1024 * 1024
+        assert launch_and_end("c3", ContainerLimits(cpus=0.25, mem_mb=64)) == [shares]
+        # No memory resource: the limit c3 left goes back to none, rather than holding this task to 64 MB.
+        assert launch_and_end("c4", ContainerLimits(cpus=0.25)) == [memory_limit]
+        assert (read_int(f"{bases['memory']}/idle-c4/{memory_limit}") or 0) > 1 << 60
+        assert read_int(f"{bases['cpu']}/idle-c4/{shares}") == 256
+    finally:
+        cgroups.close()
+
+
 # The task's own process is OOM-killed; or a child of it is, and the shell would go on (the helper ends it).
 OOM_TASKS = {"task": HOG, "child": ["sh", "-c", f"{shlex.join(HOG)}; exec sleep 60"]}
 

@@ -12,6 +12,13 @@ recycled only when nothing says the next container would see the last one's trac
 cgroup, and the counters that can be reset are (cpu time, peak memory). Counters that cannot be reset (the
 CFS throttling counts of ``cpu.stat``) keep an agent with ``--cgroups_enable_cfs`` from pooling at all.
 An idle cgroup is named ``idle-<id of the container that used it last>`` beside the live ones.
+
+The pool also remembers the limits an idle cgroup still holds (the last container's ``cpu.shares`` and
+``memory.limit_in_bytes``), so that the next container writes only those that differ, and puts back to the
+kernel's default a limit the next container does not set (a task without a memory resource would otherwise
+inherit the last one's limit). In a burst of alike tasks that is two control-file writes fewer per task, ~0.1
+ms of machine CPU (butte-isolate alone, 3 v1 hierarchies, pid namespace, recycling, 2 spawners: 1.68 ms per
+run with the writes, 1.57 without).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import final
 
 log = logging.getLogger(__name__)
@@ -67,7 +74,8 @@ class CgroupPool:
         self._size = size
         self._idle: list[str] = []
         self._lent: dict[str, str] = {}  # container -> the idle name it was handed
-        self._recycling: set[str] = set()  # containers whose helper was told to recycle
+        self._recycling: dict[str, dict[str, str]] = {}  # containers whose helper was told to recycle: limits
+        self._limits: dict[str, dict[str, str]] = {}  # idle name -> the limits its cgroups hold (control: value)
         self._lock = threading.Lock()
 
     def idle(self) -> list[str]:
@@ -84,9 +92,16 @@ class CgroupPool:
             self._lent[container_id] = name
         return ["--reuse", name]
 
-    def recycle_args(self, container_id: str) -> list[str]:
+    def limits_held(self, container_id: str) -> dict[str, str]:
+        """The limits the idle cgroups lent to the container hold (control file: value); none when it got none."""
+        with self._lock:
+            name = self._lent.get(container_id)
+            return dict(self._limits.get(name, {})) if name is not None else {}
+
+    def recycle_args(self, container_id: str, limits: Mapping[str, str] | None = None) -> list[str]:
         """butte-isolate's arguments to recycle the container's cgroups when it ends; none when the pool and
         the containers that will give theirs back fill it already (the helper then removes them itself).
+        ``limits``: what its cgroups will hold then (control file: value), for :meth:`limits_held`.
 
         A burst is spawned faster than its tasks end (bench/launch_isolation: 500 tasks per agent, a few dozen
         of them found an idle cgroup), so its containers make new cgroups, but give them back for the next; the
@@ -95,7 +110,7 @@ class CgroupPool:
         with self._lock:
             if len(self._idle) + len(self._recycling) >= self._size:
                 return []
-            self._recycling.add(container_id)
+            self._recycling[container_id] = dict(limits or {})
         args = ["--recycle", idle_name(container_id)]
         for base, control, value in self._resets:
             args += ["--reset", f"{base}/{container_id}/{control}", value]
@@ -112,25 +127,32 @@ class CgroupPool:
         first = self._bases[0]
         with self._lock:
             lent = self._lent.pop(container_id, None)
-            recycling = container_id in self._recycling
-            self._recycling.discard(container_id)
+            limits = self._recycling.pop(container_id, None)
+            recycling = limits is not None
         if lent is not None and os.path.isdir(f"{first}/{lent}"):
             self._give_back(lent)  # its launch never got as far as the helper
+        elif lent is not None:
+            with self._lock:  # taken over: what it held is the container's now
+                self._limits.pop(lent, None)
         if os.path.isdir(f"{first}/{container_id}"):
             return False
         name = idle_name(container_id)
-        if recycling and os.path.isdir(f"{first}/{name}"):
-            self._give_back(name)
+        if limits is not None and os.path.isdir(f"{first}/{name}"):
+            self._give_back(name, limits)
             return True
         # Removed, not recycled: the helper's first step would have left a trace in the last base.
         return not recycling or not os.path.isdir(f"{self._bases[-1]}/{name}")
 
-    def _give_back(self, name: str) -> None:
-        """Keep an idle cgroup (or remove it, should the pool be full: the promises bound it)."""
+    def _give_back(self, name: str, limits: dict[str, str] | None = None) -> None:
+        """Keep an idle cgroup, with the limits it holds when given (or remove it, should the pool be full: the
+        promises bound it)."""
         with self._lock:
             if len(self._idle) < self._size:
                 self._idle.append(name)
+                if limits is not None:
+                    self._limits[name] = limits
                 return
+            self._limits.pop(name, None)
         self._remove(name)
 
     def _remove(self, name: str) -> None:
@@ -146,6 +168,7 @@ class CgroupPool:
         """Remove every idle cgroup (the agent is stopping)."""
         with self._lock:
             idle, self._idle = self._idle, []
+            self._limits.clear()
         for name in idle:
             self._remove(name)
 

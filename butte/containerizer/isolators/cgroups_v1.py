@@ -37,6 +37,8 @@ MIN_CFS_QUOTA_US = 1_000  # the kernel's floor
 # container with a limit near that gets a new one, or writing its limit could fail.
 POOL_MIN_MEMORY_BYTES = 2 * RECYCLE_MAX_CHARGED_BYTES
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+# What a new cgroup holds: written to a recycled one whose next container sets no such limit.
+DEFAULT_LIMITS = {"cpu.shares": str(CPU_SHARES_PER_CPU), "memory.limit_in_bytes": "-1"}
 
 
 @final
@@ -91,14 +93,31 @@ class CgroupsV1(Isolator):
     def helper_setup(self, container_id: str, limits: ContainerLimits) -> tuple[str, ...]:
         """The cgroups made, limited, watched for OOM and joined by butte-isolate, which removes them after."""
         args = [part for directory in self._helper_dirs(container_id) for part in ("--cgroup", directory)]
+        writes = self._limit_writes(container_id, limits)
         if self._pool is not None and (limits.mem_bytes is None or limits.mem_bytes >= POOL_MIN_MEMORY_BYTES):
-            args += self._pool.setup_args(container_id) + self._pool.recycle_args(container_id)
-        for path, value in self._limit_writes(container_id, limits):
+            args += self._pool.setup_args(container_id)
+            held = self._pool.limits_held(container_id)
+            wanted = self._limits_on_reuse(container_id, writes, held)
+            args += self._pool.recycle_args(container_id, {control: value for control, (_, value) in wanted.items()})
+            writes = [(path, value) for control, (path, value) in wanted.items() if held.get(control) != value]
+        for path, value in writes:
             args += ["--write", path, value]
         memory_dir = self._dir("memory", container_id)
         if memory_dir is not None:
             args += ["--oom", f"{memory_dir}/memory.oom_control"]  # the helper watches for OOMs itself
         return tuple(args)
+
+    def _limits_on_reuse(
+        self, container_id: str, writes: list[tuple[str, str]], held: dict[str, str]
+    ) -> dict[str, tuple[str, str]]:
+        """Control file -> (path, value) the container's cgroups must hold: its own limits, and the kernel's
+        default for a limit that recycled cgroups still hold from their last container and this one does not set."""
+        wanted = {path.rsplit("/", 1)[1]: (path, value) for path, value in writes}
+        for control in held.keys() - wanted.keys():
+            directory = self._dir(control.split(".", 1)[0], container_id)
+            if control in DEFAULT_LIMITS and directory is not None:
+                wanted[control] = (f"{directory}/{control}", DEFAULT_LIMITS[control])
+        return wanted
 
     def removed_by_helper(self, container_id: str) -> bool:
         """Whether the container's cgroups are gone: the helper removes the first one made last."""
