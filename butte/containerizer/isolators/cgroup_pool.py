@@ -127,8 +127,7 @@ class CgroupPool:
         first = self._bases[0]
         with self._lock:
             lent = self._lent.pop(container_id, None)
-            limits = self._recycling.pop(container_id, None)
-            recycling = limits is not None
+            limits = self._recycling.pop(container_id, None)  # None: its helper was not told to recycle
         if lent is not None and os.path.isdir(f"{first}/{lent}"):
             self._give_back(lent)  # its launch never got as far as the helper
         elif lent is not None:
@@ -141,7 +140,7 @@ class CgroupPool:
             self._give_back(name, limits)
             return True
         # Removed, not recycled: the helper's first step would have left a trace in the last base.
-        return not recycling or not os.path.isdir(f"{self._bases[-1]}/{name}")
+        return limits is None or not os.path.isdir(f"{self._bases[-1]}/{name}")
 
     def _give_back(self, name: str, limits: dict[str, str] | None = None) -> None:
         """Keep an idle cgroup, with the limits it holds when given (or remove it, should the pool be full: the
