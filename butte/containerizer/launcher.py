@@ -223,10 +223,29 @@ class Launcher:
         popen, started = await loop.run_in_executor(self._pool, _prepare_and_start, spec, prepare, self._namespaces)
         # A recorded status, and an init's exit (it cannot die of its own signal), give a signal N as 128 + N.
         wrapped = started.exit_status_path is not None or started.new_pid_namespace
-        process = Process(popen.pid, loop, _popen_reaper(popen, wrapped))
-        if self.on_started is not None:
-            self.on_started(spec, popen.pid)
+        process: Process | None = None
+        try:
+            process = Process(popen.pid, loop, _popen_reaper(popen, wrapped))
+            if self.on_started is not None:
+                self.on_started(spec, popen.pid)
+        except Exception as exc:
+            # Started, but not watched or not recorded: it must not run on unseen while its task is reported
+            # failed (a framework would start it again: two would run).
+            await self._undo_start(popen, process, loop)
+            raise LaunchError(f"Failed to keep track of {spec.argv[0]!r}: {exc}") from exc
         return process
+
+    async def _undo_start(
+        self, popen: subprocess.Popen[bytes], process: Process | None, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """SIGKILL a process group just started, and reap its leader (by its watcher, when it has one)."""
+        if process is not None:
+            process.signal_group(signal.SIGKILL)
+            await process.wait()
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(popen.pid, signal.SIGKILL)
+        await loop.run_in_executor(self._pool, popen.wait)
 
     def close(self) -> None:
         """Let the spawn threads go once their work is done."""

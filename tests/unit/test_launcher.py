@@ -220,3 +220,19 @@ async def test_a_launch_that_fails_unexpectedly_fails_the_task_instead_of_leavin
     state, message, reason = updates[-1]
     assert (state, reason) == ("TASK_FAILED", "REASON_CONTAINER_LAUNCH_FAILED")
     assert message is not None and "a bug in a set-up step" in message
+
+
+async def test_a_process_whose_start_cannot_be_recorded_is_killed_not_left_running(sandbox: Path) -> None:
+    started: list[int] = []
+
+    def record(spec: LaunchSpec, pid: int) -> None:  # the agent checkpoints the pid here: say the disk is full
+        started.append(pid)
+        raise OSError(28, "No space left on device")
+
+    launcher = Launcher(on_started=record)
+    try:
+        with pytest.raises(LaunchError, match="No space left on device"):
+            await launcher.launch(spec(sandbox, "sleep", "60"))
+        assert len(started) == 1 and gone(started[0])  # killed and reaped: nothing runs unseen
+    finally:
+        launcher.close()
