@@ -118,8 +118,7 @@ class Process:
 
     def signal_group(self, sig: int) -> None:
         """Send ``sig`` to every process of the group (no error when it is already gone)."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, sig)
+        signal_group(self.pid, sig)
 
     async def kill(self, grace_s: float) -> int:
         """SIGTERM the group, SIGKILL it after ``grace_s``; the leader's return code."""
@@ -140,6 +139,12 @@ class Process:
         code = self._reap()
         if not self._exited.done():
             self._exited.set_result(code)
+
+
+def signal_group(leader: int, sig: int) -> None:
+    """Send ``sig`` to every process of ``leader``'s group (no error when it is already gone)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(leader, sig)
 
 
 def adopt_process(pid: int, exit_status_path: str | None, loop: asyncio.AbstractEventLoop) -> Process | None:
@@ -243,8 +248,7 @@ class Launcher:
             process.signal_group(signal.SIGKILL)
             await process.wait()
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(popen.pid, signal.SIGKILL)
+        signal_group(popen.pid, signal.SIGKILL)
         await loop.run_in_executor(self._pool, popen.wait)
 
     def close(self) -> None:
