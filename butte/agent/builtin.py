@@ -21,7 +21,8 @@ from butte.containerizer.environment import command_variables, executor_environm
 from butte.containerizer.isolators.base import Limitation
 from butte.containerizer.isolators.containers import limits_of
 from butte.containerizer.isolators.isolation import ContainerHooks
-from butte.containerizer.launcher import EXIT_STATUS_FILE, Launcher, LaunchError, LaunchSpec, Process, UserIds
+from butte.containerizer.launcher import EXIT_STATUS_FILE, Launcher, LaunchError, LaunchSpec, UserIds
+from butte.containerizer.process import Process
 from butte.containerizer.sandbox import create_sandbox, create_task_dir, task_dir
 from butte.core.errors import NotFound
 from butte.executor.command import CommandTask, Report, command_argv, describe_exit

@@ -48,6 +48,8 @@ class AgentContext:
         self.fetcher = Fetcher(FetcherCache(cache_dir, self.config.fetcher_cache_size_bytes))
         config = self.config
         self.containers = Containers.for_agent(config.isolation, config.cgroups_root, config.cgroups_enable_cfs)
+        if self.containers.isolation.helper is not None:  # one spawning process starts every helper run
+            self.launcher.spawn_through(self.containers.isolation.helper)
 
     @property
     def agent_id(self) -> str:

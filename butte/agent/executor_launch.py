@@ -31,7 +31,8 @@ from butte.containerizer.environment import executor_environment
 from butte.containerizer.isolators.base import ContainerLimits, Limitation
 from butte.containerizer.isolators.containers import limits_of
 from butte.containerizer.isolators.isolation import ContainerHooks
-from butte.containerizer.launcher import LaunchSpec, Process, UserIds
+from butte.containerizer.launcher import LaunchSpec, UserIds
+from butte.containerizer.process import Process
 from butte.containerizer.sandbox import create_sandbox
 from butte.core.errors import NotFound
 from butte.executor.command import command_argv, launch_failure

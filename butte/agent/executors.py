@@ -20,7 +20,7 @@ from butte.agent.api.executor import ExecutorStream
 from butte.agent.context import AgentContext
 from butte.agent.executor_launch import ExecutorLauncher, ExecutorRun, container_limits
 from butte.agent.state import ExecutorState, FrameworkState, TaskRecord
-from butte.containerizer.launcher import Process
+from butte.containerizer.process import Process
 from butte.core.errors import Forbidden, NotFound
 from butte.wire.agent_link import AgentCall, ExecutorToFramework
 from butte.wire.base import ID

@@ -40,7 +40,8 @@ from butte.agent.checks_fsm import (
 from butte.agent.state import ExecutorState, TaskRecord
 from butte.agent.updates import TaskReporter
 from butte.containerizer.environment import command_variables
-from butte.containerizer.launcher import Launcher, LaunchError, LaunchSpec, Process
+from butte.containerizer.launcher import Launcher, LaunchError, LaunchSpec
+from butte.containerizer.process import Process
 from butte.core.errors import ValidationError
 from butte.executor.command import command_argv
 from butte.wire.checks import (

@@ -37,7 +37,7 @@ from butte.agent.executors import CustomExecutors
 from butte.agent.recovery import Decision, Recovered, RecoveredExecutor, RecoveryMode, decide, find_process, replay
 from butte.agent.state import ExecutorKind, ExecutorState
 from butte.agent.updates import UpdateChannel
-from butte.containerizer.launcher import adopt_process, read_exit_status
+from butte.containerizer.process import adopt_process, read_exit_status
 from butte.core.errors import ButteError
 from butte.wire.base import ID
 from butte.wire.mesos import TaskState

@@ -15,13 +15,17 @@ vfork holds the calling thread until the child has exec'd) runs on a small fixed
 host where creating a file or directory costs ~0.5 ms, doing it on the event loop capped launches near
 40/s. An optional ``sh`` wrapper records the exit status in the sandbox, so an agent that restarts (and so
 is no longer the parent) still learns it; it costs ~30-40% of raw spawn throughput (bench/spawn), so only
-tasks of checkpointing frameworks use it. :func:`adopt_process` watches such a process after a restart.
+tasks of checkpointing frameworks use it. :func:`~process.adopt_process` watches such a process after a restart.
+
+Where the agent has butte-isolate (isolated tasks, and those of checkpointing frameworks, start through it), its
+runs are not spawned here but by the agent's spawner (:mod:`spawner`, :meth:`Launcher.spawn_through`): the spawn
+thread only prepares the sandbox and opens the output files, and the event loop sends the request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import os
 import pwd
 import signal
@@ -32,17 +36,18 @@ from dataclasses import dataclass
 from typing import IO, final
 
 from butte.containerizer.pid_namespaces import PidNamespaces
+from butte.containerizer.process import Process, read_exit_status, signal_group, unwrap_code
+from butte.containerizer.spawner import Spawner, SpawnerLost
 from butte.core.errors import ButteError, NotFound
+
+log = logging.getLogger(__name__)
 
 # Records the command's exit status in the sandbox, so that an agent that restarts (and so is no longer
 # the parent) can still learn it. "$0" is the status file; the command follows as "$@". The trap keeps the
 # shell alive through the SIGTERM a kill sends the group (handlers are not inherited: the command still
 # gets the signal), so the command's own status is recorded; the shell reports a signal as 128 + its number.
 EXIT_STATUS_WRAPPER = 'trap : TERM INT HUP; "$@"; s=$?; echo $s > "$0"; exit $s'
-SIGNAL_EXIT_BASE = 128
 EXIT_STATUS_FILE = ".butte_exit_status"  # in the task's working directory
-# What an adopted process that left no status behind is taken to have died of (a SIGKILL of its group).
-UNKNOWN_EXIT_CODE = -signal.SIGKILL
 
 
 class LaunchError(ButteError):
@@ -95,93 +100,12 @@ class LaunchSpec:
     new_pid_namespace: bool = False
 
 
-@final
-class Process:
-    """A started (or adopted) process group: its leader's exit, and signals to the whole group."""
-
-    def __init__(self, pid: int, loop: asyncio.AbstractEventLoop, reap: Callable[[], int]) -> None:
-        self.pid = pid
-        self._reap = reap
-        self._loop = loop
-        self._exited: asyncio.Future[int] = loop.create_future()
-        self._pidfd = os.pidfd_open(pid)
-        loop.add_reader(self._pidfd, self._on_exit)
-
-    @property
-    def returncode(self) -> int | None:
-        """None while running; the exit code, or ``-signal`` when a signal ended it."""
-        return self._exited.result() if self._exited.done() else None
-
-    async def wait(self) -> int:
-        """Wait for the leader to exit; the return code as :attr:`returncode`."""
-        return await asyncio.shield(self._exited)
-
-    def signal_group(self, sig: int) -> None:
-        """Send ``sig`` to every process of the group (no error when it is already gone)."""
-        signal_group(self.pid, sig)
-
-    async def kill(self, grace_s: float) -> int:
-        """SIGTERM the group, SIGKILL it after ``grace_s``; the leader's return code."""
-        if self.returncode is not None:
-            return self.returncode
-        self.signal_group(signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(self.wait(), timeout=grace_s)
-        except TimeoutError:
-            self.signal_group(signal.SIGKILL)
-            return await self.wait()
-
-    def _on_exit(self) -> None:
-        self._loop.remove_reader(self._pidfd)
-        os.close(self._pidfd)
-        # A child leader is a zombie now, so its pid (the group id) is still ours: clear the rest of the group.
-        self.signal_group(signal.SIGKILL)
-        code = self._reap()
-        if not self._exited.done():
-            self._exited.set_result(code)
-
-
-def signal_group(leader: int, sig: int) -> None:
-    """Send ``sig`` to every process of ``leader``'s group (no error when it is already gone)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(leader, sig)
-
-
-def adopt_process(pid: int, exit_status_path: str | None, loop: asyncio.AbstractEventLoop) -> Process | None:
-    """Watch a process an earlier agent started (it is not our child); None when it is gone.
-
-    Its exit code is read from the wrapper's status file once it exits.
-    """
-    try:
-        return Process(pid, loop, lambda: read_exit_status(exit_status_path))
-    except (ProcessLookupError, PermissionError):
-        return None
-
-
-def read_exit_status(exit_status_path: str | None) -> int:
-    """The code the exit-status wrapper recorded (``-signal`` for a signal), else :data:`UNKNOWN_EXIT_CODE`."""
-    if exit_status_path is None:
-        return UNKNOWN_EXIT_CODE
-    try:
-        with open(exit_status_path, "rb") as handle:
-            return _unwrap_code(int(handle.read().strip() or b"x"))
-    except (OSError, ValueError):
-        return UNKNOWN_EXIT_CODE
-
-
-def _unwrap_code(code: int) -> int:
-    # sh reports a command killed by signal N as 128 + N; give it back the -N a direct child would have.
-    if SIGNAL_EXIT_BASE < code < SIGNAL_EXIT_BASE + signal.NSIG:
-        return -(code - SIGNAL_EXIT_BASE)
-    return code
-
-
 def _popen_reaper(popen: subprocess.Popen[bytes], wrapped: bool) -> Callable[[], int]:
     def reap() -> int:
         code = popen.poll()
         if code is None:  # cannot happen once the pidfd is readable; keep the future honest anyway
             code = popen.wait()
-        return _unwrap_code(code) if wrapped and code > 0 else code
+        return unwrap_code(code) if wrapped and code > 0 else code
 
     return reap
 
@@ -207,6 +131,8 @@ class Launcher:
         # Told of every process started (the agent checkpoints its pid, to find it again after a restart).
         self.on_started = on_started
         self._reattached: dict[str, Process] = {}
+        self._helper: str | None = None
+        self._spawner: Spawner | None = None
 
     def reattach(self, cwd: str, process: Process) -> None:
         """Hand an adopted process to the next launch of a spec with this ``cwd`` instead of spawning one.
@@ -214,6 +140,10 @@ class Launcher:
         A task found running at recovery goes through the same runner as a new one (kill, report, exit).
         """
         self._reattached[cwd] = process
+
+    def spawn_through(self, helper: str) -> None:
+        """Start butte-isolate's runs (``helper``: its path) through a spawner of the agent's (:mod:`spawner`)."""
+        self._helper = helper
 
     async def launch(self, spec: LaunchSpec, prepare: Callable[[], object] | None = None) -> Process:
         """Run ``prepare`` (e.g. make the sandbox), then start ``spec``, off the event loop.
@@ -225,45 +155,104 @@ class Launcher:
         if reattached is not None:
             return reattached
         loop = self._loop or asyncio.get_running_loop()
-        popen, started = await loop.run_in_executor(self._pool, _prepare_and_start, spec, prepare, self._namespaces)
+        started, outcome = await loop.run_in_executor(
+            self._pool, _prepare_and_start, spec, prepare, self._namespaces, self._helper
+        )
         # A recorded status, and an init's exit (it cannot die of its own signal), give a signal N as 128 + N.
         wrapped = started.exit_status_path is not None or started.new_pid_namespace
         process: Process | None = None
         try:
-            process = Process(popen.pid, loop, _popen_reaper(popen, wrapped))
+            if isinstance(outcome, subprocess.Popen):
+                process = Process(outcome.pid, loop, _popen_reaper(outcome, wrapped))
+            else:
+                process = await self._spawn(started, outcome, wrapped, loop)
             if self.on_started is not None:
-                self.on_started(spec, popen.pid)
+                self.on_started(spec, process.pid)
+        except LaunchError:
+            raise
         except Exception as exc:
             # Started, but not watched or not recorded: it must not run on unseen while its task is reported
             # failed (a framework would start it again: two would run).
-            await self._undo_start(popen, process, loop)
+            await self._undo_start(outcome, process, loop)
             raise LaunchError(f"Failed to keep track of {spec.argv[0]!r}: {exc}") from exc
         return process
 
+    async def _spawn(
+        self, spec: LaunchSpec, output: tuple[int, int], wrapped: bool, loop: asyncio.AbstractEventLoop
+    ) -> Process:
+        """Start ``spec`` (a butte-isolate run) through the spawner, with ``output`` open for it (taken over).
+
+        Raises:
+            LaunchError: it could not be started.
+        """
+        ended: asyncio.Future[int | None] = loop.create_future()
+        argv = _wrapped_argv(spec)
+        spawner = self._spawner_on(loop)
+        pid: int | None = None
+        if spawner is not None:
+            try:
+                pid = await spawner.start(argv, spec.env, spec.cwd, spec.new_pid_namespace, output, ended.set_result)
+            except (OSError, SpawnerLost) as exc:
+                raise LaunchError(f"Failed to launch {argv[0]!r}: {exc}") from exc
+        if pid is None:  # no spawner, or too large a request for it: started as any other process
+            for fd in output:
+                os.close(fd)
+            popen = await loop.run_in_executor(self._pool, start_process, spec, self._namespaces)
+            return Process(popen.pid, loop, _popen_reaper(popen, wrapped))
+        process = Process(pid, loop, None)
+        ended.add_done_callback(lambda done: _spawned_ended(process, done.result(), wrapped, spec.exit_status_path))
+        return process
+
+    def _spawner_on(self, loop: asyncio.AbstractEventLoop) -> Spawner | None:
+        """The running spawner (a new one when there is none yet, or it was lost); None when it cannot start."""
+        if self._spawner is None or not self._spawner.alive:
+            assert self._helper is not None
+            try:
+                self._spawner = Spawner(self._helper, loop)
+            except OSError as exc:
+                log.warning("Cannot start the spawner (%s): butte-isolate runs start one by one", exc)
+                self._helper, self._spawner = None, None
+        return self._spawner
+
     async def _undo_start(
-        self, popen: subprocess.Popen[bytes], process: Process | None, loop: asyncio.AbstractEventLoop
+        self,
+        outcome: subprocess.Popen[bytes] | tuple[int, int],
+        process: Process | None,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         """SIGKILL a process group just started, and reap its leader (by its watcher, when it has one)."""
         if process is not None:
             process.signal_group(signal.SIGKILL)
             await process.wait()
-            return
-        signal_group(popen.pid, signal.SIGKILL)
-        await loop.run_in_executor(self._pool, popen.wait)
+        elif isinstance(outcome, subprocess.Popen):
+            signal_group(outcome.pid, signal.SIGKILL)
+            await loop.run_in_executor(self._pool, outcome.wait)
 
     def close(self) -> None:
-        """Let the spawn threads go once their work is done."""
+        """Let the spawn threads (and the spawner) go once their work is done."""
         self._pool.shutdown(wait=False)
+        if self._spawner is not None:
+            self._spawner.close()
+
+
+def _spawned_ended(process: Process, code: int | None, wrapped: bool, exit_status_path: str | None) -> None:
+    if code is None:  # the spawner was lost while it ran: watch it as a process adopted at recovery is
+        process.watch_by_pid(lambda: read_exit_status(exit_status_path))
+    else:
+        process.ended(unwrap_code(code) if wrapped and code > 0 else code)
 
 
 def _prepare_and_start(
-    spec: LaunchSpec, prepare: Callable[[], object] | None, namespaces: PidNamespaces
-) -> tuple[subprocess.Popen[bytes], LaunchSpec]:
-    """``prepare``, then the spawn; the process, and the spec it was started from."""
+    spec: LaunchSpec, prepare: Callable[[], object] | None, namespaces: PidNamespaces, helper: str | None
+) -> tuple[LaunchSpec, subprocess.Popen[bytes] | tuple[int, int]]:
+    """``prepare``, then the spawn: the spec it started from, and the process; or, for a butte-isolate run that the
+    spawner is to start (``helper``: its path), its stdout and stderr, open."""
     prepared = prepare() if prepare is not None else None
     # A step that decides how the process starts (isolators.containers, by butte-isolate) returns the spec.
     started = prepared if isinstance(prepared, LaunchSpec) else spec
-    return start_process(started, namespaces), started
+    if helper is not None and _identity_change(started.user) is None and _wrapped_argv(started)[0] == helper:
+        return started, _open_output_fds(started)
+    return started, start_process(started, namespaces)
 
 
 def start_process(spec: LaunchSpec, namespaces: PidNamespaces | None = None) -> subprocess.Popen[bytes]:
@@ -336,6 +325,24 @@ def _open_output(spec: LaunchSpec) -> tuple[IO[bytes], IO[bytes]]:
         for handle in (stdout, stderr):
             os.fchown(handle.fileno(), user.uid, user.gid)
     return stdout, stderr
+
+
+def _open_output_fds(spec: LaunchSpec) -> tuple[int, int]:
+    """The spec's stdout and stderr files, open for appending (as :func:`_open_output`, without an identity change).
+
+    Raises:
+        LaunchError: one cannot be opened.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    opened: list[int] = []
+    try:
+        for path in (spec.stdout_path, spec.stderr_path):
+            opened.append(os.open(path, flags, 0o666))
+    except OSError as exc:
+        for fd in opened:
+            os.close(fd)
+        raise LaunchError(f"Failed to open {path}: {exc}") from exc
+    return opened[0], opened[1]
 
 
 def _identity_change(user: UserIds | None) -> UserIds | None:

@@ -16,7 +16,8 @@ from typing import Protocol, final
 
 from butte.containerizer.isolators.base import Limitation
 from butte.containerizer.isolators.isolation import ContainerHooks
-from butte.containerizer.launcher import Launcher, LaunchError, LaunchSpec, Process
+from butte.containerizer.launcher import Launcher, LaunchError, LaunchSpec
+from butte.containerizer.process import Process
 from butte.wire.mesos import CommandInfo, KillPolicy, Source, TaskState
 
 log = logging.getLogger(__name__)

@@ -7,14 +7,8 @@ import os
 import signal
 from pathlib import Path
 
-from butte.containerizer.launcher import (
-    UNKNOWN_EXIT_CODE,
-    Launcher,
-    LaunchSpec,
-    adopt_process,
-    read_exit_status,
-    start_process,
-)
+from butte.containerizer.launcher import Launcher, LaunchSpec, start_process
+from butte.containerizer.process import UNKNOWN_EXIT_CODE, adopt_process, read_exit_status
 from butte.testing.wait import until
 
 

@@ -1,6 +1,7 @@
 /* butte-isolate: land a task in its container, then exec it; the agent's one exec per isolated task.
  *
- * Usage: butte-isolate [--exit-status FILE] [--cgroup DIR]... [--reuse NAME] [--write FILE VALUE]...
+ * Usage: butte-isolate --spawner FD (the agent's spawning process: spawner.c), or
+ *        butte-isolate [--exit-status FILE] [--cgroup DIR]... [--reuse NAME] [--write FILE VALUE]...
  *                      [--oom FILE] [CGROUP_PROCS_FILE]... [--pidns]
  *                      [--remove [--recycle NAME] [--reset FILE VALUE]... [--recycle-below FILE BYTES]]
  *                      -- COMMAND [ARG]...
@@ -382,12 +383,18 @@ static int isolate(int argc, char **argv, char **envp) {
     return SETUP_FAILED;
 }
 
+#include "spawner.c" /* --spawner FD: serve(), the agent's spawning process */
+
+static int start(int argc, char **argv, char **envp) {
+    return argc == 3 && same(argv[1], "--spawner") ? serve(number(argv[2])) : isolate(argc, argv, envp);
+}
+
 #ifdef BUTTE_NOLIBC
 void start_c(long *stack) {
     int argc = (int)stack[0];
     char **argv = (char **)(stack + 1);
-    quit(isolate(argc, argv, argv + argc + 1));
+    quit(start(argc, argv, argv + argc + 1));
 }
 #else
-int main(int argc, char **argv, char **envp) { return isolate(argc, argv, envp); }
+int main(int argc, char **argv, char **envp) { return start(argc, argv, envp); }
 #endif

@@ -1,0 +1,234 @@
+/* butte-isolate --spawner FD: the agent's spawning process (included by butte_isolate.c, one translation unit).
+ *
+ * The agent starts it once and asks it over FD (a SOCK_SEQPACKET socket) to start each process that
+ * butte-isolate would run: it forks, and the child is that butte-isolate run straight away (isolate() on the
+ * request's arguments), without the agent's fork and exec of the helper per task; with CLONE_NEWPID the child
+ * is the new pid namespace's init. It watches each child with a pidfd (no walk of every child per exit) and,
+ * when one ends, kills what is left in its process group, tells the agent how it ended, and keeps the zombie,
+ * which holds the pid (and so the group id), until the agent has taken note: the agent never signals a group
+ * whose id may have gone to someone else. See containerizer/spawner.py for the agent's side.
+ *
+ * Requests, NUL-separated fields:
+ *   "L" TOKEN FLAGS CWD ARGC ARG... ENVC ENV...  with the child's stdout and stderr (SCM_RIGHTS); FLAGS 1: in a
+ *                                                new pid namespace. Answered "S TOKEN PID" or "E TOKEN ERRNO".
+ *   "R" PID                                      the agent has seen PID's end: reap it.
+ * and, unasked, "X PID CODE" when a child has ended (CODE: its exit code, or -N for signal N).
+ * When the agent's end closes (the agent stopped or died), it reaps its children as they end, then exits:
+ * the tasks run on, and their helpers record their exit status for the next agent.
+ */
+
+#define SPAWN_REQUEST_BYTES (1 << 18)
+#define SPAWN_MAX_POINTERS 16384
+#define SPAWN_EVENTS 64
+#define SPAWN_SOCKET_KEY (~0UL)
+#define SPAWN_SOL_SOCKET 1
+#define SPAWN_SCM_RIGHTS 1
+#define SPAWN_MSG_TRUNC 0x20
+#define SPAWN_MSG_CTRUNC 0x8
+#define SPAWN_MSG_NOSIGNAL 0x4000
+#define SPAWN_MSG_CMSG_CLOEXEC 0x40000000
+#define SPAWN_P_PID 1
+#define SPAWN_WEXITED 4
+#define SPAWN_WNOWAIT 0x01000000
+#define SPAWN_CLD_EXITED 1
+#define SPAWN_IN_PID_NAMESPACE 1
+
+#include <linux/eventpoll.h>
+
+struct io_vector {
+    void *base;
+    unsigned long length;
+};
+
+struct message_header { /* struct msghdr, as the kernel reads it */
+    void *name;
+    int name_length;
+    struct io_vector *vector;
+    unsigned long vector_length;
+    void *control;
+    unsigned long control_length;
+    int flags;
+};
+
+struct descriptors_passed { /* struct cmsghdr with room for the two descriptors of a request */
+    unsigned long length;
+    int level;
+    int type;
+    int fds[2];
+};
+
+static char request[SPAWN_REQUEST_BYTES];
+static char *pointers[SPAWN_MAX_POINTERS]; /* the request's argv, a null, its envp, a null */
+
+static struct {
+    long socket;
+    long epoll;
+    long null; /* /dev/null: the children's stdin */
+    long running; /* children not yet ended */
+    int agent_gone;
+} spawner;
+
+static void close_fd(long fd) { sys(__NR_close, fd, 0, 0, 0, 0); }
+
+/* "<kind> <a> <b>" to the agent; a failure means the agent is gone. */
+static void tell(char kind, long a, long b) {
+    char line[64], digits[21];
+    unsigned long at = 0;
+    line[at++] = kind;
+    for (int i = 0; i < 2; i++) {
+        long value = i == 0 ? a : b;
+        line[at++] = ' ';
+        if (value < 0) line[at++] = '-';
+        for (const char *d = decimal(value < 0 ? -value : value, digits); *d; d++) line[at++] = *d;
+    }
+    struct io_vector vector = {line, at};
+    struct message_header message = {0, 0, &vector, 1, 0, 0, 0};
+    if (!spawner.agent_gone && sys(__NR_sendmsg, spawner.socket, (long)&message, SPAWN_MSG_NOSIGNAL, 0, 0) < 0) {
+        spawner.agent_gone = 1;
+    }
+}
+
+/* The child: stdin, stdout, stderr, nothing else of the spawner's, a session of its own, then butte-isolate. */
+static void become_child(long out, long err, const char *cwd, int argc) {
+    sys(__NR_setsid, 0, 0, 0, 0, 0);
+    sys(__NR_dup3, spawner.null, 0, 0, 0, 0);
+    sys(__NR_dup3, out, 1, 0, 0, 0);
+    sys(__NR_dup3, err, 2, 0, 0, 0);
+    if (sys(__NR_close_range, 3, ~0U, 0, 0, 0) < 0) {
+        for (long fd = 3; fd < 4096; fd++) close_fd(fd);
+    }
+    long failed = sys(__NR_chdir, (long)cwd, 0, 0, 0, 0);
+    if (failed < 0) {
+        complain("cannot enter ", cwd, failed);
+        quit(SETUP_FAILED);
+    }
+    quit(isolate(argc, pointers, pointers + argc + 1));
+}
+
+/* Fork the child of a request (the new pid namespace's init when asked, where the kernel allows); its pid. */
+static long fork_child(long flags, long out, long err, const char *cwd, int argc) {
+    int pidfd = -1;
+    long clone_flags = SIGCHLD | CLONE_PIDFD | (flags & SPAWN_IN_PID_NAMESPACE ? CLONE_NEWPID : 0);
+    long pid = sys(__NR_clone, clone_flags, 0, (long)&pidfd, 0, 0);
+    if ((pid == -EPERM || pid == -EINVAL) && (clone_flags & CLONE_NEWPID)) {
+        /* no namespace from here: butte-isolate makes it itself, or says why it cannot */
+        pid = sys(__NR_clone, clone_flags & ~(long)CLONE_NEWPID, 0, (long)&pidfd, 0, 0);
+    }
+    if (pid == 0) become_child(out, err, cwd, argc);
+    if (pid < 0) return pid;
+    struct epoll_event watch = {.events = EPOLLIN, .data = ((unsigned long)pid << 32) | (unsigned)pidfd};
+    sys(__NR_epoll_ctl, spawner.epoll, EPOLL_CTL_ADD, pidfd, (long)&watch, 0);
+    spawner.running++;
+    return pid;
+}
+
+/* The next NUL-terminated field of the request from `*at` (0 past its end). */
+static char *field(char **at, const char *end) {
+    char *start = *at, *c = start;
+    while (c < end && *c) c++;
+    if (c >= end) return 0;
+    *at = c + 1;
+    return start;
+}
+
+/* Lay the request's strings out as argv and envp in `pointers`; argc, or -1 when they do not parse. */
+static int parse_command(char **at, const char *end) {
+    long used = 0, argc = -1;
+    for (int part = 0; part < 2; part++) {
+        char *count = field(at, end);
+        long n = count ? number(count) : -1;
+        if (n < 0 || used + n + 1 > SPAWN_MAX_POINTERS || (part == 0 && n == 0)) return -1;
+        for (long i = 0; i < n; i++) {
+            if ((pointers[used++] = field(at, end)) == 0) return -1;
+        }
+        pointers[used++] = 0;
+        if (part == 0) argc = n;
+    }
+    return (int)argc;
+}
+
+static void launch(char *at, const char *end, const int *fds, int n_fds) {
+    char *token = field(&at, end), *flags = field(&at, end), *cwd = field(&at, end);
+    int argc = token && flags && cwd && n_fds == 2 ? parse_command(&at, end) : -1;
+    long pid = argc > 0 ? fork_child(number(flags), fds[0], fds[1], cwd, argc) : -EINVAL;
+    for (int i = 0; i < n_fds; i++) close_fd(fds[i]);
+    if (pid > 0) tell('S', number(token), pid);
+    else tell('E', token ? number(token) : -1, -pid);
+}
+
+/* Read one request; 0 when the agent's end has closed. */
+static int receive(void) {
+    struct descriptors_passed passed = {0};
+    struct io_vector vector = {request, sizeof request - 1};
+    struct message_header message = {0, 0, &vector, 1, &passed, sizeof passed, 0};
+    long n = sys(__NR_recvmsg, spawner.socket, (long)&message, SPAWN_MSG_CMSG_CLOEXEC, 0, 0);
+    if (n == 0) return 0;
+    if (n < 0) return n == -EINTR || n == -EAGAIN;
+    request[n] = 0;
+    int n_fds = 0;
+    if (message.control_length >= sizeof passed && passed.level == SPAWN_SOL_SOCKET && passed.type == SPAWN_SCM_RIGHTS) {
+        n_fds = (int)((passed.length - 16) / sizeof(int));
+    }
+    if (message.flags & (SPAWN_MSG_TRUNC | SPAWN_MSG_CTRUNC)) {
+        for (int i = 0; i < n_fds; i++) close_fd(passed.fds[i]);
+        tell('E', -1, EMSGSIZE);
+    } else if (request[0] == 'L' && request[1] == 0) {
+        launch(request + 2, request + n, passed.fds, n_fds);
+    } else {
+        for (int i = 0; i < n_fds; i++) close_fd(passed.fds[i]);
+        if (request[0] == 'R' && request[1] == 0) sys(__NR_wait4, number(request + 2), 0, WNOHANG, 0, 0);
+    }
+    return 1;
+}
+
+/* A child has ended: clear its group while its zombie holds the group's id, tell the agent, and keep the zombie
+ * until the agent has read it (or reap it now, the agent being gone). */
+static void ended(unsigned long key) {
+    long pid = (long)(key >> 32), pidfd = (long)(key & 0xffffffffUL);
+    int info[32] = {0}; /* siginfo_t: si_code at [2], si_pid at [4], si_status at [6] */
+    long known = sys(__NR_waitid, SPAWN_P_PID, pid, (long)info, SPAWN_WEXITED | SPAWN_WNOWAIT, 0);
+    sys(__NR_epoll_ctl, spawner.epoll, EPOLL_CTL_DEL, pidfd, 0, 0);
+    close_fd(pidfd);
+    spawner.running--;
+    if (known < 0) return; /* reaped already (the agent went away meanwhile) */
+    sys(__NR_kill, -pid, SIGKILL, 0, 0, 0);
+    tell('X', pid, info[2] == SPAWN_CLD_EXITED ? info[6] : -info[6]);
+    if (spawner.agent_gone) sys(__NR_wait4, pid, 0, 0, 0, 0);
+}
+
+static int serve(long socket) {
+    spawner.socket = socket;
+    /* Its children start with every signal at its default and none blocked, as a Popen's do: its starter's
+     * ignored signals (Python ignores SIGPIPE; glibc's posix_spawn ignores its own two) would pass on to tasks. */
+    struct kernel_sigaction by_default = {0}; /* all zero: SIG_DFL, whatever the field order; raw, as glibc
+                                                  * refuses to touch its own */
+    for (int sig = 1; sig <= MAX_SIGNAL; sig++) {
+        if (sig != SIGKILL && sig != 19 /* SIGSTOP */) {
+            sys(__NR_rt_sigaction, sig, (long)&by_default, 0, sizeof(sigmask), 0);
+        }
+    }
+    set_mask(SIG_SETMASK, 0);
+    do spawner.null = sys(__NR_openat, AT_FDCWD, (long)"/dev/null", O_RDWR | O_CLOEXEC, 0, 0);
+    while (spawner.null >= 0 && spawner.null < 3); /* 0-2 taken: a request's descriptors are never those */
+    spawner.epoll = sys(__NR_epoll_create1, O_CLOEXEC, 0, 0, 0, 0);
+    struct epoll_event watch = {.events = EPOLLIN, .data = SPAWN_SOCKET_KEY};
+    if (spawner.null < 0 || spawner.epoll < 0 || sys(__NR_epoll_ctl, spawner.epoll, EPOLL_CTL_ADD, socket, (long)&watch, 0)) {
+        complain("spawner", ": cannot start", spawner.null < 0 ? spawner.null : spawner.epoll);
+        return SETUP_FAILED;
+    }
+    sys(__NR_chdir, (long)"/", 0, 0, 0, 0);
+    struct epoll_event events[SPAWN_EVENTS];
+    while (!spawner.agent_gone || spawner.running > 0) {
+        long n = sys(__NR_epoll_pwait, spawner.epoll, (long)events, SPAWN_EVENTS, -1, 0);
+        for (long i = 0; i < n; i++) {
+            if (events[i].data != SPAWN_SOCKET_KEY) {
+                ended(events[i].data);
+            } else if (spawner.agent_gone || !receive()) {
+                spawner.agent_gone = 1; /* gone: EOF, or an answer it could not take */
+                sys(__NR_epoll_ctl, spawner.epoll, EPOLL_CTL_DEL, socket, 0, 0);
+                while (sys(__NR_wait4, -1, 0, WNOHANG, 0, 0) > 0) continue; /* the ends it was told of */
+            }
+        }
+    }
+    return 0;
+}

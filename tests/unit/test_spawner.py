@@ -1,0 +1,207 @@
+"""The agent's spawner (butte-isolate --spawner): butte-isolate runs started by one process of the agent's."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from butte.containerizer.isolators.helper import build_helper
+from butte.containerizer.launcher import Launcher, LaunchSpec
+from butte.containerizer.process import Process, read_exit_status
+from butte.containerizer.spawner import MAX_REQUEST_BYTES, encode_request
+from butte.testing.wait import until
+
+HELPER = build_helper()
+pytestmark = pytest.mark.skipif(HELPER is None, reason="needs a C compiler for butte-isolate")
+PATH = os.environ.get("PATH", "/usr/bin:/bin")
+
+
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        return int(handle.read().rsplit(b")", 1)[1].split()[1])
+
+
+def state_of(pid: int) -> str:
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        return handle.read().rsplit(b")", 1)[1].split()[0].decode()
+
+
+def recorded(tmp_path: Path, script: str, **changes: object) -> LaunchSpec:
+    """``script`` under butte-isolate --exit-status: a run the spawner starts."""
+    assert HELPER is not None
+    fields: dict[str, object] = {
+        "argv": ("/bin/sh", "-c", script),
+        "env": {"PATH": PATH},
+        "cwd": str(tmp_path),
+        "stdout_path": str(tmp_path / "stdout"),
+        "stderr_path": str(tmp_path / "stderr"),
+        "exit_status_path": str(tmp_path / "status"),
+        "status_helper": HELPER,
+    }
+    fields.update(changes)
+    return LaunchSpec(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def launcher() -> Iterator[Launcher]:
+    assert HELPER is not None
+    running = Launcher()
+    running.spawn_through(HELPER)
+    yield running
+    running.close()
+
+
+async def test_a_run_starts_as_the_spawners_child_and_its_end_is_reported(launcher: Launcher, tmp_path: Path) -> None:
+    process = await launcher.launch(recorded(tmp_path, "echo out $FOO; echo err >&2; exit 3", env={"FOO": "bar"}))
+    spawner = parent_of(process.pid)
+    assert spawner not in (os.getpid(), 1)
+    assert os.getsid(process.pid) == process.pid  # a session (and process group) of its own, as Popen gives
+    assert await process.wait() == 3
+    assert (tmp_path / "stdout").read_text() == "out bar\n"
+    assert (tmp_path / "stderr").read_text() == "err\n"
+    assert read_exit_status(str(tmp_path / "status")) == 3
+    (tmp_path / "stdout").unlink()
+    signals = await launcher.launch(recorded(tmp_path, "exec grep -E '^Sig(Ign|Blk)' /proc/self/status"))
+    assert await signals.wait() == 0
+    assert (tmp_path / "stdout").read_text().split() == ["SigBlk:", "0" * 16, "SigIgn:", "0" * 16]  # as from Popen
+    second = await launcher.launch(recorded(tmp_path, "exit 0"))
+    assert parent_of(second.pid) == spawner  # one spawner for every run
+    assert await second.wait() == 0
+
+
+async def test_a_kill_reaches_the_group_and_what_the_leader_leaves_behind_is_killed(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    process = await launcher.launch(recorded(tmp_path, "sleep 300 & echo $! > child; exec sleep 300"))
+    await until(lambda: (tmp_path / "child").exists() and (tmp_path / "child").read_text().strip(), timeout=10)
+    child = int((tmp_path / "child").read_text())
+    process.signal_group(signal.SIGTERM)
+    assert await asyncio.wait_for(process.wait(), 10) == -signal.SIGTERM
+    await until(lambda: not os.path.exists(f"/proc/{child}") or state_of(child) == "Z", timeout=10)
+
+    leader_only = await launcher.launch(recorded(tmp_path, "sleep 300 & echo $! > orphan; exit 0"))
+    assert await asyncio.wait_for(leader_only.wait(), 10) == 0
+    orphan = int((tmp_path / "orphan").read_text())
+    await until(lambda: not os.path.exists(f"/proc/{orphan}") or state_of(orphan) == "Z", timeout=10)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (pid namespaces)")
+async def test_a_run_asked_for_in_a_pid_namespace_is_its_init(launcher: Launcher, tmp_path: Path) -> None:
+    assert HELPER is not None
+    script = "echo $$; ls /proc | grep -c '^[0-9]'"
+    spec = recorded(tmp_path, script, prelude=(HELPER, "--pidns", "--"), new_pid_namespace=True)
+    process = await launcher.launch(spec)
+    assert parent_of(process.pid) != os.getpid()
+    assert await process.wait() == 0
+    task_pid, visible = (tmp_path / "stdout").read_text().split()
+    assert task_pid == "2"  # the helper is pid 1, the task its child
+    assert int(visible) <= 4  # init, the task's shell, ls and grep: none of the host's
+
+
+async def test_a_request_too_large_for_one_datagram_is_started_directly(launcher: Launcher, tmp_path: Path) -> None:
+    share = MAX_REQUEST_BYTES // 3  # each within what exec takes for one string (128 KiB)
+    big = {"PATH": PATH, **{f"BIG{i}": "x" * share for i in range(4)}}
+    assert encode_request(1, ["x"], big, "/", 0) is None
+    process = await launcher.launch(recorded(tmp_path, "echo ${#BIG3}; exit 4", env=big))
+    assert parent_of(process.pid) == os.getpid()
+    assert await process.wait() == 4
+    assert (tmp_path / "stdout").read_text().strip() == str(share)
+
+
+async def test_a_lost_spawners_runs_are_watched_by_pid_and_the_next_launch_starts_another(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    process = await launcher.launch(recorded(tmp_path, "while [ ! -e go ]; do sleep 0.01; done; exit 7"))
+    spawner = parent_of(process.pid)
+    os.kill(spawner, signal.SIGKILL)
+    await until(lambda: parent_of(process.pid) != spawner, timeout=10)
+    (tmp_path / "next").mkdir()
+    next_one = await launcher.launch(recorded(tmp_path / "next", "exit 0"))
+    assert parent_of(next_one.pid) not in (spawner, os.getpid())
+    assert await asyncio.wait_for(next_one.wait(), 10) == 0
+    (tmp_path / "go").touch()
+    assert await asyncio.wait_for(process.wait(), 10) == 7  # from the status its helper recorded
+
+
+async def test_a_failing_setup_is_the_runs_end_not_the_spawners(launcher: Launcher, tmp_path: Path) -> None:
+    process = await launcher.launch(recorded(tmp_path, "exit 0", cwd=str(tmp_path / "gone")))
+    assert await asyncio.wait_for(process.wait(), 10) == 125
+    assert "cannot enter" in (tmp_path / "stderr").read_text()
+    after = await launcher.launch(recorded(tmp_path, "exit 5"))
+    assert await after.wait() == 5
+
+
+# ---- the protocol itself (isolators/helper/spawner.c) ----
+
+
+@pytest.fixture
+def raw_spawner() -> Iterator[socket.socket]:
+    assert HELPER is not None
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    spawner = subprocess.Popen([HELPER, "--spawner", str(theirs.fileno())], pass_fds=(theirs.fileno(),))
+    theirs.close()
+    ours.settimeout(10)
+    yield ours
+    ours.close()
+    assert spawner.wait(timeout=10) == 0  # it leaves once the agent's end is closed and its children are gone
+
+
+def launch_raw(sock: socket.socket, token: int, tmp_path: Path, script: str) -> None:
+    assert HELPER is not None
+    data = encode_request(token, [HELPER, "--", "/bin/sh", "-c", script], {"PATH": PATH}, str(tmp_path), 0)
+    assert data is not None
+    with open(tmp_path / "out", "ab") as out:
+        socket.send_fds(sock, [data], [out.fileno(), out.fileno()])
+
+
+def test_an_ended_child_is_kept_until_the_agent_has_noted_it(raw_spawner: socket.socket, tmp_path: Path) -> None:
+    launch_raw(raw_spawner, 41, tmp_path, "exit 9")
+    kind, token, pid = raw_spawner.recv(128).split()
+    assert (kind, int(token)) == (b"S", 41)
+    kind, ended, code = raw_spawner.recv(128).split()
+    assert (kind, ended, int(code)) == (b"X", pid, 9)
+    assert state_of(int(pid)) == "Z"  # its pid (its group's id) is not free for another process yet
+    raw_spawner.send(b"R\0" + pid + b"\0")
+    _wait_gone(int(pid))
+
+
+def _wait_gone(pid: int) -> None:
+    asyncio.run(until(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10))
+
+
+def test_a_request_it_cannot_read_is_refused_with_its_token(raw_spawner: socket.socket, tmp_path: Path) -> None:
+    with open(tmp_path / "out", "ab") as out:
+        socket.send_fds(raw_spawner, [b"L\x0012\x000\x00/\x003\x00only-one\x00"], [out.fileno(), out.fileno()])
+    assert raw_spawner.recv(128).split() == [b"E", b"12", b"22"]  # EINVAL
+    raw_spawner.send(b"nonsense")  # ignored
+    launch_raw(raw_spawner, 13, tmp_path, "exit 0")
+    assert raw_spawner.recv(128).split()[:2] == [b"S", b"13"]
+
+
+def test_when_the_agent_goes_its_children_run_on_and_it_leaves_after_them(
+    raw_spawner: socket.socket, tmp_path: Path
+) -> None:
+    launch_raw(raw_spawner, 1, tmp_path, "while [ ! -e go ]; do sleep 0.01; done")
+    pid = int(raw_spawner.recv(128).split()[2])
+    raw_spawner.close()
+    assert state_of(pid) != "Z"
+    (tmp_path / "go").touch()
+    _wait_gone(pid)  # reaped by the spawner (its parent), which then ends (the fixture waits for it)
+
+
+def test_the_process_api_without_a_watcher_takes_its_end_from_whoever_reports_it() -> None:
+    async def scenario() -> None:
+        process = Process(os.getpid(), asyncio.get_running_loop(), None)
+        assert process.returncode is None
+        process.ended(4)
+        process.ended(5)  # the first report stands
+        assert await process.wait() == 4
+
+    asyncio.run(scenario())
