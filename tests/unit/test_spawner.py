@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -59,10 +60,14 @@ def launcher() -> Iterator[Launcher]:
 
 
 async def test_a_run_starts_as_the_spawners_child_and_its_end_is_reported(launcher: Launcher, tmp_path: Path) -> None:
-    process = await launcher.launch(recorded(tmp_path, "echo out $FOO; echo err >&2; exit 3", env={"FOO": "bar"}))
+    script = "while [ ! -e go ]; do sleep 0.01; done; echo out $FOO; echo err >&2; exit 3"
+    process = await launcher.launch(recorded(tmp_path, script, env={"FOO": "bar"}))
     spawner = parent_of(process.pid)
     assert spawner not in (os.getpid(), 1)
-    assert os.getsid(process.pid) == process.pid  # a session (and process group) of its own, as Popen gives
+    # A session (and process group) of its own, as Popen gives; made by the child, maybe after the agent hears
+    # of it (Process.signal_group then signals the child alone).
+    await until(lambda: os.getsid(process.pid) == process.pid, timeout=10)
+    (tmp_path / "go").touch()
     assert await process.wait() == 3
     assert (tmp_path / "stdout").read_text() == "out bar\n"
     assert (tmp_path / "stderr").read_text() == "err\n"
@@ -74,6 +79,27 @@ async def test_a_run_starts_as_the_spawners_child_and_its_end_is_reported(launch
     second = await launcher.launch(recorded(tmp_path, "exit 0"))
     assert parent_of(second.pid) == spawner  # one spawner for every run
     assert await second.wait() == 0
+
+
+async def test_its_children_get_the_agents_descriptor_limit_while_it_takes_the_hard_one(tmp_path: Path) -> None:
+    assert HELPER is not None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowered = min(soft, 1000) - 1
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard))
+    launcher = Launcher()
+    launcher.spawn_through(HELPER)
+    try:
+        process = await launcher.launch(recorded(tmp_path, "while [ ! -e go ]; do sleep 0.01; done; ulimit -n"))
+        spawner = parent_of(process.pid)
+        with open(f"/proc/{spawner}/limits") as limits:
+            files = next(line for line in limits if line.startswith("Max open files")).split()
+        assert files[3:5] == [str(hard), str(hard)]  # a pidfd per running child: as many as it may
+        (tmp_path / "go").touch()
+        assert await process.wait() == 0
+        assert (tmp_path / "stdout").read_text().strip() == str(lowered)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        launcher.close()
 
 
 async def test_a_kill_reaches_the_group_and_what_the_leader_leaves_behind_is_killed(
@@ -90,6 +116,16 @@ async def test_a_kill_reaches_the_group_and_what_the_leader_leaves_behind_is_kil
     assert await asyncio.wait_for(leader_only.wait(), 10) == 0
     orphan = int((tmp_path / "orphan").read_text())
     await until(lambda: not os.path.exists(f"/proc/{orphan}") or state_of(orphan) == "Z", timeout=10)
+
+
+async def test_a_kill_the_moment_it_is_started_is_not_lost(launcher: Launcher, tmp_path: Path) -> None:
+    # The agent hears of a child before the child has made its session: a kill then reaches the child alone.
+    processes = []
+    for _ in range(20):
+        processes.append(await launcher.launch(recorded(tmp_path, "exec sleep 30")))
+        processes[-1].signal_group(signal.SIGKILL)
+    codes = await asyncio.wait_for(asyncio.gather(*(process.wait() for process in processes)), 10)
+    assert codes == [-signal.SIGKILL] * 20
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (pid namespaces)")

@@ -32,6 +32,7 @@
 #define SPAWN_WNOWAIT 0x01000000
 #define SPAWN_CLD_EXITED 1
 #define SPAWN_IN_PID_NAMESPACE 1
+#define SPAWN_RLIMIT_NOFILE 7
 
 #include <linux/eventpoll.h>
 
@@ -65,6 +66,7 @@ static struct {
     long epoll;
     long null; /* /dev/null: the children's stdin */
     long running; /* children not yet ended */
+    unsigned long files_limit[2]; /* RLIMIT_NOFILE as the spawner was given it (soft, hard): its children's */
     int agent_gone;
 } spawner;
 
@@ -94,6 +96,7 @@ static void become_child(long out, long err, const char *cwd, int argc) {
     sys(__NR_dup3, spawner.null, 0, 0, 0, 0);
     sys(__NR_dup3, out, 1, 0, 0, 0);
     sys(__NR_dup3, err, 2, 0, 0, 0);
+    if (spawner.files_limit[1] != 0) sys(__NR_prlimit64, 0, SPAWN_RLIMIT_NOFILE, (long)spawner.files_limit, 0, 0);
     if (sys(__NR_close_range, 3, ~0U, 0, 0, 0) < 0) {
         for (long fd = 3; fd < 4096; fd++) close_fd(fd);
     }
@@ -208,6 +211,11 @@ static int serve(long socket) {
         }
     }
     set_mask(SIG_SETMASK, 0);
+    /* A pidfd per running child: take all the descriptors the hard limit allows (children get the soft one back). */
+    if (sys(__NR_prlimit64, 0, SPAWN_RLIMIT_NOFILE, 0, (long)spawner.files_limit, 0) == 0) {
+        unsigned long raised[2] = {spawner.files_limit[1], spawner.files_limit[1]};
+        sys(__NR_prlimit64, 0, SPAWN_RLIMIT_NOFILE, (long)raised, 0, 0);
+    }
     do spawner.null = sys(__NR_openat, AT_FDCWD, (long)"/dev/null", O_RDWR | O_CLOEXEC, 0, 0);
     while (spawner.null >= 0 && spawner.null < 3); /* 0-2 taken: a request's descriptors are never those */
     spawner.epoll = sys(__NR_epoll_create1, O_CLOEXEC, 0, 0, 0, 0);
