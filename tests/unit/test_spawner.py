@@ -67,6 +67,11 @@ async def test_a_run_starts_as_the_spawners_child_and_its_end_is_reported(launch
     # A session (and process group) of its own, as Popen gives; made by the child, maybe after the agent hears
     # of it (Process.signal_group then signals the child alone).
     await until(lambda: os.getsid(process.pid) == process.pid, timeout=10)
+    # Its command line and environment are the run's, not the spawner's.
+    with open(f"/proc/{process.pid}/cmdline", "rb") as cmdline:
+        assert cmdline.read().split(b"\0")[:3] == [HELPER.encode(), b"--exit-status", str(tmp_path / "status").encode()]
+    with open(f"/proc/{process.pid}/environ", "rb") as environ:
+        assert sorted(environ.read().split(b"\0")) == [b"", b"FOO=bar"]
     (tmp_path / "go").touch()
     assert await process.wait() == 3
     assert (tmp_path / "stdout").read_text() == "out bar\n"
