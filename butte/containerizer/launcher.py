@@ -105,7 +105,7 @@ def _popen_reaper(popen: subprocess.Popen[bytes], wrapped: bool) -> Callable[[],
         code = popen.poll()
         if code is None:  # cannot happen once the pidfd is readable; keep the future honest anyway
             code = popen.wait()
-        return unwrap_code(code) if wrapped and code > 0 else code
+        return unwrap_code(code) if wrapped else code
 
     return reap
 
@@ -205,8 +205,7 @@ class Launcher:
 
     def _spawner_on(self, loop: asyncio.AbstractEventLoop) -> Spawner | None:
         """The running spawner (a new one when there is none yet, or it was lost); None when it cannot start."""
-        if self._spawner is None or not self._spawner.alive:
-            assert self._helper is not None
+        if self._helper is not None and (self._spawner is None or not self._spawner.alive):
             try:
                 self._spawner = Spawner(self._helper, loop)
             except OSError as exc:
@@ -239,7 +238,7 @@ def _spawned_ended(process: Process, code: int | None, wrapped: bool, exit_statu
     if code is None:  # the spawner was lost while it ran: watch it as a process adopted at recovery is
         process.watch_by_pid(lambda: read_exit_status(exit_status_path))
     else:
-        process.ended(unwrap_code(code) if wrapped and code > 0 else code)
+        process.ended(unwrap_code(code) if wrapped else code)
 
 
 def _prepare_and_start(

@@ -61,13 +61,13 @@ class Spawner:
     """A running ``butte-isolate --spawner``, owned by one event loop."""
 
     def __init__(self, helper: str, loop: asyncio.AbstractEventLoop) -> None:
-        self.helper = helper
         self._loop = loop
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             theirs.set_inheritable(True)  # posix_spawn passes on what is inheritable: Popen closes it elsewhere
             # A session of its own: a ^C to the agent's terminal is not the spawner's to hear. posix_spawn, not
-            # Popen: the agent may let the spawner go while it still runs (it outlives the agent's tasks).
+            # Popen: it is reaped by its pidfd whenever it ends, which may be long after the agent let it go (it
+            # waits for its children), and a Popen dropped while its process runs is reported as a leak.
             self.pid = os.posix_spawn(
                 helper,
                 [helper, "--spawner", str(theirs.fileno())],

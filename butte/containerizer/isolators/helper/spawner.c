@@ -207,9 +207,8 @@ static int receive(void) {
     if (n < 0) return n == -EINTR || n == -EAGAIN;
     request[n] = 0;
     int n_fds = 0;
-    if (message.control_length >= sizeof passed && passed.level == SPAWN_SOL_SOCKET && passed.type == SPAWN_SCM_RIGHTS) {
-        n_fds = (int)((passed.length - 16) / sizeof(int));
-    }
+    int rights = passed.level == SPAWN_SOL_SOCKET && passed.type == SPAWN_SCM_RIGHTS;
+    if (message.control_length >= sizeof passed && rights) n_fds = (int)((passed.length - 16) / sizeof(int));
     if (message.flags & (SPAWN_MSG_TRUNC | SPAWN_MSG_CTRUNC)) {
         for (int i = 0; i < n_fds; i++) close_fd(passed.fds[i]);
         tell('E', -1, EMSGSIZE);
@@ -258,8 +257,10 @@ static int serve(long socket) {
     while (spawner.null >= 0 && spawner.null < 3); /* 0-2 taken: a request's descriptors are never those */
     spawner.epoll = sys(__NR_epoll_create1, O_CLOEXEC, 0, 0, 0, 0);
     struct epoll_event watch = {.events = EPOLLIN, .data = SPAWN_SOCKET_KEY};
-    if (spawner.null < 0 || spawner.epoll < 0 || sys(__NR_epoll_ctl, spawner.epoll, EPOLL_CTL_ADD, socket, (long)&watch, 0)) {
-        complain("spawner", ": cannot start", spawner.null < 0 ? spawner.null : spawner.epoll);
+    long failed = spawner.null < 0 ? spawner.null : spawner.epoll < 0 ? spawner.epoll : 0;
+    if (failed == 0) failed = sys(__NR_epoll_ctl, spawner.epoll, EPOLL_CTL_ADD, socket, (long)&watch, 0);
+    if (failed < 0) {
+        complain("spawner", ": cannot start", failed);
         return SETUP_FAILED;
     }
     sys(__NR_chdir, (long)"/", 0, 0, 0, 0);
