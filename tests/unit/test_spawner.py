@@ -22,6 +22,8 @@ from butte.testing.wait import until
 HELPER = build_helper()
 pytestmark = pytest.mark.skipif(HELPER is None, reason="needs a C compiler for butte-isolate")
 PATH = os.environ.get("PATH", "/usr/bin:/bin")
+# Until the test creates `go` in the working directory (30 s at most: a failed test leaves nothing running).
+AWAIT_GO = "i=0; while [ ! -e go ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done; "
 
 
 def parent_of(pid: int) -> int:
@@ -60,7 +62,7 @@ def launcher() -> Iterator[Launcher]:
 
 
 async def test_a_run_starts_as_the_spawners_child_and_its_end_is_reported(launcher: Launcher, tmp_path: Path) -> None:
-    script = "while [ ! -e go ]; do sleep 0.01; done; echo out $FOO; echo err >&2; exit 3"
+    script = AWAIT_GO + "echo out $FOO; echo err >&2; exit 3"
     process = await launcher.launch(recorded(tmp_path, script, env={"FOO": "bar"}))
     spawner = parent_of(process.pid)
     assert spawner not in (os.getpid(), 1)
@@ -94,7 +96,7 @@ async def test_its_children_get_the_agents_descriptor_limit_while_it_takes_the_h
     launcher = Launcher()
     launcher.spawn_through(HELPER)
     try:
-        process = await launcher.launch(recorded(tmp_path, "while [ ! -e go ]; do sleep 0.01; done; ulimit -n"))
+        process = await launcher.launch(recorded(tmp_path, AWAIT_GO + "ulimit -n"))
         spawner = parent_of(process.pid)
         with open(f"/proc/{spawner}/limits") as limits:
             files = next(line for line in limits if line.startswith("Max open files")).split()
@@ -110,14 +112,14 @@ async def test_its_children_get_the_agents_descriptor_limit_while_it_takes_the_h
 async def test_a_kill_reaches_the_group_and_what_the_leader_leaves_behind_is_killed(
     launcher: Launcher, tmp_path: Path
 ) -> None:
-    process = await launcher.launch(recorded(tmp_path, "sleep 300 & echo $! > child; exec sleep 300"))
+    process = await launcher.launch(recorded(tmp_path, "sleep 30 & echo $! > child; exec sleep 30"))
     await until(lambda: (tmp_path / "child").exists() and (tmp_path / "child").read_text().strip(), timeout=10)
     child = int((tmp_path / "child").read_text())
     process.signal_group(signal.SIGTERM)
     assert await asyncio.wait_for(process.wait(), 10) == -signal.SIGTERM
     await until(lambda: not os.path.exists(f"/proc/{child}") or state_of(child) == "Z", timeout=10)
 
-    leader_only = await launcher.launch(recorded(tmp_path, "sleep 300 & echo $! > orphan; exit 0"))
+    leader_only = await launcher.launch(recorded(tmp_path, "sleep 30 & echo $! > orphan; exit 0"))
     assert await asyncio.wait_for(leader_only.wait(), 10) == 0
     orphan = int((tmp_path / "orphan").read_text())
     await until(lambda: not os.path.exists(f"/proc/{orphan}") or state_of(orphan) == "Z", timeout=10)
@@ -159,7 +161,7 @@ async def test_a_request_too_large_for_one_datagram_is_started_directly(launcher
 async def test_a_lost_spawners_runs_are_watched_by_pid_and_the_next_launch_starts_another(
     launcher: Launcher, tmp_path: Path
 ) -> None:
-    process = await launcher.launch(recorded(tmp_path, "while [ ! -e go ]; do sleep 0.01; done; exit 7"))
+    process = await launcher.launch(recorded(tmp_path, AWAIT_GO + "exit 7"))
     spawner = parent_of(process.pid)
     os.kill(spawner, signal.SIGKILL)
     await until(lambda: parent_of(process.pid) != spawner, timeout=10)
@@ -229,7 +231,7 @@ def test_a_request_it_cannot_read_is_refused_with_its_token(raw_spawner: socket.
 def test_when_the_agent_goes_its_children_run_on_and_it_leaves_after_them(
     raw_spawner: socket.socket, tmp_path: Path
 ) -> None:
-    launch_raw(raw_spawner, 1, tmp_path, "while [ ! -e go ]; do sleep 0.01; done")
+    launch_raw(raw_spawner, 1, tmp_path, AWAIT_GO)
     pid = int(raw_spawner.recv(128).split()[2])
     raw_spawner.close()
     assert state_of(pid) != "Z"
