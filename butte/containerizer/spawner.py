@@ -130,6 +130,8 @@ class Spawner:
         os.close(self._pidfd)
         os.waitpid(self.pid, 0)
         if self.alive:
+            self._readable(most=1 << 30)  # what it said before it went (ends it reported) is still to be read
+        if self.alive:
             self._lose("it exited")
 
     def close(self) -> None:
@@ -165,8 +167,8 @@ class Spawner:
             self._writing = False
             self._loop.remove_writer(self._socket.fileno())
 
-    def _readable(self) -> None:
-        for _ in range(256):  # then let the loop serve others: it calls again while there is more
+    def _readable(self, most: int = 256) -> None:
+        for _ in range(most):  # then let the loop serve others: it calls again while there is more
             try:
                 message = self._socket.recv(128)
             except BlockingIOError:
