@@ -82,6 +82,7 @@ class Process:
 
     def watch_by_pid(self, reap: Callable[[], int]) -> None:
         """Whoever reported this process's end cannot any more: watch it as an adopted one (``reap``: its code)."""
+        self._reported = False  # nobody holds its pid for us now: no signal to it alone (see signal_group)
         try:
             self._watch(reap)
         except (ProcessLookupError, PermissionError):
