@@ -72,7 +72,13 @@ class Spawner:
                 helper,
                 [helper, "--spawner", str(theirs.fileno())],
                 os.environ,
-                file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)],
+                # Nothing of the agent's output: it may outlive the agent (while tasks run), and must not keep a
+                # pipe from the agent's supervisor open.
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, 1, 2),
+                ],
                 setsid=True,  # it puts every signal back to its default itself, for its children's sake
             )
         except OSError:

@@ -8,6 +8,7 @@ import resource
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,6 +180,31 @@ async def test_a_failing_setup_is_the_runs_end_not_the_spawners(launcher: Launch
     assert "cannot enter" in (tmp_path / "stderr").read_text()
     after = await launcher.launch(recorded(tmp_path, "exit 5"))
     assert await after.wait() == 5
+
+
+def test_the_spawner_keeps_no_pipe_of_the_agents_open(tmp_path: Path) -> None:
+    # An agent whose output a supervisor reads through a pipe: the pipe ends with the agent, not with its tasks.
+    script = f"""
+import asyncio
+from butte.containerizer.launcher import Launcher, LaunchSpec
+async def main():
+    launcher = Launcher()
+    launcher.spawn_through({HELPER!r})
+    spec = LaunchSpec(argv=("sleep", "30"), env={{"PATH": {PATH!r}}}, cwd={str(tmp_path)!r},
+        stdout_path={str(tmp_path / "out")!r}, stderr_path={str(tmp_path / "err")!r},
+        exit_status_path={str(tmp_path / "status")!r}, status_helper={HELPER!r})
+    process = await launcher.launch(spec)
+    print(process.pid, flush=True)
+asyncio.run(main())
+"""
+    agent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, _ = agent.communicate(timeout=20)  # EOF on both pipes once the "agent" has exited
+    finally:
+        agent.kill()
+    run = int(out.split()[0])
+    assert os.getsid(run) == run  # still running, in its own group: end it
+    os.killpg(run, signal.SIGKILL)
 
 
 # ---- the protocol itself (isolators/helper/spawner.c) ----
