@@ -37,6 +37,11 @@ def state_of(pid: int) -> str:
         return handle.read().rsplit(b")", 1)[1].split()[0].decode()
 
 
+def proc_file(pid: int, name: str) -> bytes:
+    with open(f"/proc/{pid}/{name}", "rb") as handle:
+        return handle.read()
+
+
 def recorded(tmp_path: Path, script: str, **changes: object) -> LaunchSpec:
     """``script`` under butte-isolate --exit-status: a run the spawner starts."""
     assert HELPER is not None
@@ -70,11 +75,11 @@ async def test_a_run_starts_as_the_spawners_child_and_its_end_is_reported(launch
     # A session (and process group) of its own, as Popen gives; made by the child, maybe after the agent hears
     # of it (Process.signal_group then signals the child alone).
     await until(lambda: os.getsid(process.pid) == process.pid, timeout=10)
-    # Its command line and environment are the run's, not the spawner's.
-    with open(f"/proc/{process.pid}/cmdline", "rb") as cmdline:
-        assert cmdline.read().split(b"\0")[:3] == [HELPER.encode(), b"--exit-status", str(tmp_path / "status").encode()]
-    with open(f"/proc/{process.pid}/environ", "rb") as environ:
-        assert sorted(environ.read().split(b"\0")) == [b"", b"FOO=bar"]
+    # Its command line and environment are the run's, not the spawner's (once the child has set them).
+    await until(lambda: b"--spawner" not in proc_file(process.pid, "cmdline"), timeout=10)
+    expected = [HELPER.encode(), b"--exit-status", str(tmp_path / "status").encode()]
+    assert proc_file(process.pid, "cmdline").split(b"\0")[:3] == expected
+    assert sorted(proc_file(process.pid, "environ").split(b"\0")) == [b"", b"FOO=bar"]
     (tmp_path / "go").touch()
     assert await process.wait() == 3
     assert (tmp_path / "stdout").read_text() == "out bar\n"
