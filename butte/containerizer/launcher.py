@@ -33,7 +33,7 @@ import subprocess
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO, final
+from typing import final
 
 from butte.containerizer.pid_namespaces import PidNamespaces
 from butte.containerizer.process import Process, read_exit_status, signal_group, unwrap_code
@@ -250,7 +250,7 @@ def _prepare_and_start(
     # A step that decides how the process starts (isolators.containers, by butte-isolate) returns the spec.
     started = prepared if isinstance(prepared, LaunchSpec) else spec
     if helper is not None and _identity_change(started.user) is None and _wrapped_argv(started)[0] == helper:
-        return started, _open_output_fds(started)
+        return started, _open_output(started)
     return started, start_process(started, namespaces)
 
 
@@ -270,7 +270,7 @@ def start_process(spec: LaunchSpec, namespaces: PidNamespaces | None = None) -> 
 def _spawn(spec: LaunchSpec) -> subprocess.Popen[bytes]:
     argv = _wrapped_argv(spec)
     switch_to = _identity_change(spec.user)
-    stdout, stderr = _open_output(spec)
+    stdout, stderr = _open_output(spec)  # handed to the child, closed right after
     try:
         return subprocess.Popen(
             argv,
@@ -288,8 +288,8 @@ def _spawn(spec: LaunchSpec) -> subprocess.Popen[bytes]:
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         raise LaunchError(f"Failed to launch {argv[0]!r}: {exc}") from exc
     finally:
-        stdout.close()
-        stderr.close()
+        os.close(stdout)
+        os.close(stderr)
 
 
 def _wrapped_argv(spec: LaunchSpec) -> list[str]:
@@ -308,26 +308,8 @@ def _wrapped_argv(spec: LaunchSpec) -> list[str]:
     return [*spec.prelude, *program]
 
 
-def _open_output(spec: LaunchSpec) -> tuple[IO[bytes], IO[bytes]]:
-    try:
-        stdout = open(spec.stdout_path, "ab")  # noqa: SIM115 - handed to the child, closed right after
-    except OSError as exc:
-        raise LaunchError(f"Failed to open {spec.stdout_path}: {exc}") from exc
-    try:
-        stderr = open(spec.stderr_path, "ab")  # noqa: SIM115
-    except OSError as exc:
-        stdout.close()
-        raise LaunchError(f"Failed to open {spec.stderr_path}: {exc}") from exc
-    user = _identity_change(spec.user)
-    if user is not None:
-        # The task may reopen its own output files, as it could in a Mesos sandbox.
-        for handle in (stdout, stderr):
-            os.fchown(handle.fileno(), user.uid, user.gid)
-    return stdout, stderr
-
-
-def _open_output_fds(spec: LaunchSpec) -> tuple[int, int]:
-    """The spec's stdout and stderr files, open for appending (as :func:`_open_output`, without an identity change).
+def _open_output(spec: LaunchSpec) -> tuple[int, int]:
+    """The spec's stdout and stderr files, open for appending and owned by whom the process runs as.
 
     Raises:
         LaunchError: one cannot be opened.
@@ -337,10 +319,17 @@ def _open_output_fds(spec: LaunchSpec) -> tuple[int, int]:
     try:
         for path in (spec.stdout_path, spec.stderr_path):
             opened.append(os.open(path, flags, 0o666))
+        user = _identity_change(spec.user)
+        if user is not None:
+            # The task may reopen its own output files, as it could in a Mesos sandbox.
+            for fd in opened:
+                os.fchown(fd, user.uid, user.gid)
     except OSError as exc:
         for fd in opened:
             os.close(fd)
-        raise LaunchError(f"Failed to open {path}: {exc}") from exc
+        if len(opened) < 2:
+            raise LaunchError(f"Failed to open {path}: {exc}") from exc
+        raise
     return opened[0], opened[1]
 
 
