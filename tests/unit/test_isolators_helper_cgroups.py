@@ -177,6 +177,27 @@ def test_a_process_left_behind_without_a_namespace_is_never_recycled(bases: dict
     assert cgroups._pool is not None and cgroups._pool.idle() == []
 
 
+def test_cgroups_that_cannot_all_be_recycled_are_all_removed(bases: dict[str, str]) -> None:
+    cgroups = CgroupsV1(bases)
+    isolation = Isolation([cgroups, PidNamespace()], ["cgroups/cpu", "cgroups/mem", "namespaces/pid"], HELPER)
+    in_the_way = f"{bases['cpu']}/idle-c1"  # the rename of the cpu cgroup, the middle one, fails on it
+    os.mkdir(in_the_way)
+    try:
+        launch = isolation.helper_prelude("c1", LIMITS)
+        assert launch is not None and "--recycle" in launch.prelude
+        isolation.expect("c1", LIMITS)
+        ran = run(launch, ["true"], as_init=True)
+        assert ran.returncode == 0, ran.stderr
+        # Pooled in part, a later container would find a cgroup new where the pool says it holds its limits.
+        assert isolation.forget_if_removed("c1")
+        assert not any(os.path.exists(path) for path in container_dirs(bases, "c1"))
+        assert [path for path in container_dirs(bases, "idle-c1") if os.path.exists(path)] == [in_the_way]
+        assert cgroups._pool is not None and cgroups._pool.idle() == []
+    finally:
+        os.rmdir(in_the_way)
+        cgroups.close()
+
+
 def test_a_cgroup_that_cannot_be_made_fails_the_set_up_before_the_task_runs(
     bases: dict[str, str], tmp_path: os.PathLike[str]
 ) -> None:

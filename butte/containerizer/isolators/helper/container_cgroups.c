@@ -189,8 +189,16 @@ static int recyclable(void) {
     return used >= 0 && used <= container.usage_limit;
 }
 
+/* Remove cgroups `from` to the last, recycled already under `name`: none is left idle when one could not be. */
+static void unrecycle(int from, const char *name) {
+    for (int i = from; i < container.n_open; i++) {
+        sys(__NR_unlinkat, container.parent_fds[i], (long)name, AT_REMOVEDIR, 0, 0);
+    }
+}
+
 /* The task has ended (--remove): recycle the cgroups under their new name, counters reset (--recycle), or
- * remove them, last made first. Stops at the first that will not go (still busy: the agent kills what is left
+ * remove them, last made first; when one will not be renamed, all are removed (the agent pools a container's
+ * cgroups whole or not at all). Stops at the first that will not go (still busy: the agent kills what is left
  * and removes the rest). */
 static void remove_cgroups(void) {
     if (!container.remove || oom_killed()) return;
@@ -203,6 +211,8 @@ static void remove_cgroups(void) {
     for (int i = container.n_open - 1; i >= 0; i--) {
         const char *name = last_name(container.cgroups[i]);
         if (recycle && rename_cgroup(i, name, container.recycle) == 0) continue;
+        if (recycle) unrecycle(i + 1, container.recycle);
+        recycle = 0;
         if (sys(__NR_unlinkat, container.parent_fds[i], (long)name, AT_REMOVEDIR, 0, 0) < 0) return;
     }
 }
