@@ -2,7 +2,8 @@
 
 Started through the agent, each isolated (or checkpointed) task costs the agent a ``subprocess.Popen`` (~0.25 ms
 of its cpu, much of it holding the GIL the event loop wants) and the kernel an exec of the helper. The spawner,
-a small C process started once, forks instead: the child is that helper run, without an exec, and the agent
+a small C process started once, clones instead: the child is that helper run, without an exec, in the spawner's
+own memory (no address space to copy and tear down: ~0.2-0.35 ms of machine cpu per run here), and the agent
 only writes a request on a socket. The spawner watches its children with pidfds and says when one has ended;
 its zombie (so its pid, the id of its process group) is kept until the agent has noted the end, so that a kill
 never reaches a group whose id went to someone else (the same guarantee :class:`~launcher.Process` gives).
@@ -32,7 +33,7 @@ from butte.core.errors import ButteError
 log = logging.getLogger(__name__)
 
 # What a request may carry: it goes as one datagram, within the socket's default send buffer (212,992 bytes on
-# Linux) and the spawner's receive buffer (spawner.c: 256 KiB, 16,384 strings). Larger ones go through Popen.
+# Linux) and the spawner's receive buffer (run_state.c: 256 KiB, 16,384 strings). Larger ones go through Popen.
 MAX_REQUEST_BYTES = 200_000
 MAX_REQUEST_STRINGS = 16_000
 IN_PID_NAMESPACE = 1

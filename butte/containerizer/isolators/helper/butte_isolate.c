@@ -110,6 +110,8 @@ static void quit(int code) {
     for (;;) sys(__NR_exit_group, code, 0, 0, 0, 0);
 }
 
+#include "run_state.c" /* struct run, this_run(): container, command, forward_to */
+
 /* ---- signals ---- */
 
 struct kernel_sigaction {
@@ -141,9 +143,6 @@ static void on_signal(int sig, void (*handler)(int), unsigned long flags) {
     sigaction(sig, &action, 0);
 #endif
 }
-
-/* Where the signals a kill sends (SIGTERM first, for the grace period) are passed on to (negative: a group). */
-static volatile long forward_to = 0;
 
 static void forward(int sig) {
     if (forward_to != 0) sys(__NR_kill, forward_to, sig, 0, 0, 0);
@@ -220,15 +219,6 @@ static void finish(const char *status_path, int code) {
 
 /* ---- starting the task ---- */
 
-/* The command, and how the task's side starts it (isolate() and spawn_task() fill it in). */
-static struct {
-    char **argv;
-    char **envp;
-    int join;
-    int own_group; /* the task leads a process group of its own */
-    sigmask mask;
-} command;
-
 static int run(char **argv, char **envp);
 
 /* The task's side of spawn_task(), on a stack of its own and in this process's memory until it execs. */
@@ -236,19 +226,24 @@ static int start_task(void *unused) {
     (void)unused;
     if (command.join && join_container() < 0) return SETUP_FAILED;
     if (command.own_group) sys(__NR_setpgid, 0, 0, 0, 0, 0);
+    restore_oom_score();
     set_mask(SIG_SETMASK, command.mask); /* the task starts with the mask it was given */
     return run(command.argv, command.envp);
 }
-
-static char task_stack[1 << 16] __attribute__((aligned(16)));
 
 /* Start the task as vfork does (CLONE_VM | CLONE_VFORK): no copy of this process's memory is made, then torn
  * down again by the exec (in a VM the teardown's TLB shootdown interrupts the other cpus); this process waits
  * until the task has exec'd. */
 static long spawn_task(int join, sigmask mask) {
+    struct run *run = this_run();
     command.join = join;
     command.mask = mask;
-    return spawn_on_stack(CLONE_VM | CLONE_VFORK | SIGCHLD, task_stack + sizeof task_stack, start_task, 0);
+    run->task_side = 1; /* here, not by CLONE_CHILD_SETTID: this process may be killed before that side runs */
+    long flags = CLONE_VM | CLONE_VFORK | CLONE_CHILD_CLEARTID | SIGCHLD;
+    char *top = run->task_stack + sizeof run->task_stack;
+    long task = spawn_on_stack(flags, top, start_task, 0, 0, &run->task_side);
+    if (task < 0) run->task_side = 0;
+    return task;
 }
 
 /* Without a namespace: start the task, outlive a group SIGTERM, then finish() as the task ended. */
@@ -332,6 +327,7 @@ static int enter_pid_namespace(const char *status_path) {
 static int isolate(int argc, char **argv, char **envp) {
     const char *status_path = 0;
     int pidns = 0, i;
+    start_run();
     for (i = 1; i < argc && !same(argv[i], "--"); i++) {
         if (same(argv[i], "--pidns")) {
             pidns = container.pidns = 1;

@@ -4,38 +4,6 @@
 
 /* ---- the container's cgroups, when the helper makes them (--cgroup, --reuse, --write, --oom, --remove) ---- */
 
-#define MAX_CGROUPS 8
-#define MAX_WRITES 16
-#define PATH_BYTES 4096
-
-struct setup {
-    const char *cgroups[MAX_CGROUPS]; /* made here, in this order */
-    int n_cgroups;
-    const char *writes[MAX_WRITES][2]; /* file, value */
-    int n_writes;
-    const char *oom_file; /* memory.oom_control: watched for OOM kills (oom_watch.c) */
-    long oom_event;       /* the eventfd the kernel signals on an OOM; -1: none (or no more) */
-    long oom_control;     /* oom_file, open: -1 when not watched */
-    int remove;
-    const char *joins[MAX_CGROUPS]; /* cgroup.procs files of cgroups made by the agent */
-    int n_joins;
-    const char *reuse;   /* a recycled cgroup's name, taken over in place of a mkdir */
-    const char *recycle; /* the name the cgroups go under when the task has ended, in place of a rmdir */
-    const char *resets[MAX_WRITES][2]; /* written before they are recycled (counters back to zero) */
-    int n_resets;
-    const char *usage_file; /* recycled only when this file's number is at most usage_limit */
-    long usage_limit;
-    int pidns; /* the task runs in a pid namespace: when it ends, every process of the container has */
-    /* Each cgroup's parent directory and the cgroup, open (O_PATH) from set_up() on, the first n_open of them:
-     * every other open, rename and removal then looks one name up where a path would walk /sys/fs/cgroup/...
-     * again, kernfs checking each component (some twenty walks per task, ~10% of this helper's time in a burst). */
-    long parent_fds[MAX_CGROUPS], dir_fds[MAX_CGROUPS];
-    int n_open;
-};
-
-/* The container this run sets up (isolate() fills it in from the arguments). */
-static struct setup container = {.oom_event = -1, .oom_control = -1};
-
 static int watch_oom(const char *oom_file); /* oom_watch.c */
 static int oom_killed(void);
 

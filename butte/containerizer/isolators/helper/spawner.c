@@ -1,12 +1,14 @@
 /* butte-isolate --spawner FD: the agent's spawning process (included by butte_isolate.c, one translation unit).
  *
  * The agent starts it once and asks it over FD (a SOCK_SEQPACKET socket) to start each process that
- * butte-isolate would run: it forks, and the child is that butte-isolate run straight away (isolate() on the
+ * butte-isolate would run: it clones a child, which is that butte-isolate run straight away (isolate() on the
  * request's arguments), without the agent's fork and exec of the helper per task; with CLONE_NEWPID the child
- * is the new pid namespace's init. It watches each child with a pidfd (no walk of every child per exit) and,
- * when one ends, kills what is left in its process group, tells the agent how it ended, and keeps the zombie,
- * which holds the pid (and so the group id), until the agent has taken note: the agent never signals a group
- * whose id may have gone to someone else. See containerizer/spawner.py for the agent's side.
+ * is the new pid namespace's init. The child shares the spawner's memory, its state and stack in a slot of its
+ * own (run_state.c, spawner_slots.c): no address space is copied and torn down per run. It watches each child
+ * with a pidfd (no walk of every child per exit) and, when one ends, kills what is left in its process group,
+ * tells the agent how it ended, and keeps the zombie, which holds the pid (and so the group id), until the agent
+ * has taken note: the agent never signals a group whose id may have gone to someone else. See
+ * containerizer/spawner.py for the agent's side.
  *
  * Requests, NUL-separated fields:
  *   "L" TOKEN FLAGS CWD ARGC ARG... ENVC ENV...  with the child's stdout and stderr (SCM_RIGHTS); FLAGS 1: in a
@@ -17,8 +19,7 @@
  * the tasks run on, and their helpers record their exit status for the next agent.
  */
 
-#define SPAWN_REQUEST_BYTES (1 << 18)
-#define SPAWN_MAX_POINTERS 16384
+#define SPAWN_REQUEST_BYTES RUN_REQUEST_BYTES
 #define SPAWN_EVENTS 64
 #define SPAWN_SOCKET_KEY (~0UL)
 #define SPAWN_SOL_SOCKET 1
@@ -59,7 +60,6 @@ struct descriptors_passed { /* struct cmsghdr with room for the two descriptors 
 };
 
 static char request[SPAWN_REQUEST_BYTES];
-static char *pointers[SPAWN_MAX_POINTERS]; /* the request's argv, a null, its envp, a null */
 
 static struct {
     long socket;
@@ -71,6 +71,8 @@ static struct {
 } spawner;
 
 static void close_fd(long fd) { sys(__NR_close, fd, 0, 0, 0, 0); }
+
+#include "spawner_slots.c" /* take_slot(), give_slot(), shield_from_oom(): the runs' memory */
 
 /* "<kind> <a> <b>" to the agent; a failure means the agent is gone. */
 static void tell(char kind, long a, long b) {
@@ -99,7 +101,9 @@ static unsigned long strings_end(char **strings) {
 
 /* A forked child's command line and environment are the spawner's (`ps` would show every container's helper
  * as the spawner): point them at the run's. PR_SET_MM_MAP takes the whole layout, as /proc/self/stat gives it
- * (fields 26-28 and 45-51), and needs no privilege; left as they are where it fails. */
+ * (fields 26-28 and 45-51), and needs no privilege; left as they are where it fails. The layout belongs to the
+ * memory, so children that share the spawner's (RUNS_SHARE_MEMORY) show the spawner's: the price of not copying
+ * an address space per run. */
 static void show_command_line(char **argv, int argc) {
     char stat[1024];
     long n = sys(__NR_openat, AT_FDCWD, (long)"/proc/self/stat", O_RDONLY | O_CLOEXEC, 0, 0), fd = n;
@@ -128,36 +132,50 @@ static void show_command_line(char **argv, int argc) {
 }
 
 /* The child: stdin, stdout, stderr, nothing else of the spawner's, a session of its own, then butte-isolate. */
-static void become_child(long out, long err, const char *cwd, int argc) {
+static int start_child(void *slot) {
+    struct run *run = slot;
     sys(__NR_setsid, 0, 0, 0, 0, 0);
     sys(__NR_dup3, spawner.null, 0, 0, 0, 0);
-    sys(__NR_dup3, out, 1, 0, 0, 0);
-    sys(__NR_dup3, err, 2, 0, 0, 0);
+    sys(__NR_dup3, run->out, 1, 0, 0, 0);
+    sys(__NR_dup3, run->err, 2, 0, 0, 0);
     if (spawner.files_limit[1] != 0) sys(__NR_prlimit64, 0, SPAWN_RLIMIT_NOFILE, (long)spawner.files_limit, 0, 0);
     if (sys(__NR_close_range, 3, ~0U, 0, 0, 0) < 0) {
         for (long fd = 3; fd < 4096; fd++) close_fd(fd);
     }
-    show_command_line(pointers, argc);
-    long failed = sys(__NR_chdir, (long)cwd, 0, 0, 0, 0);
+    if (!RUNS_SHARE_MEMORY) show_command_line(run->pointers, (int)run->argc);
+    long failed = sys(__NR_chdir, (long)run->cwd, 0, 0, 0, 0);
     if (failed < 0) {
-        complain("cannot enter ", cwd, failed);
+        complain("cannot enter ", run->cwd, failed);
         quit(SETUP_FAILED);
     }
-    quit(isolate(argc, pointers, pointers + argc + 1));
+    quit(isolate((int)run->argc, run->pointers, run->pointers + run->argc + 1));
+    return SETUP_FAILED;
 }
 
-/* Fork the child of a request (the new pid namespace's init when asked, where the kernel allows); its pid. */
-static long fork_child(long flags, long out, long err, const char *cwd, int argc) {
+/* The child, in the spawner's memory on its slot's stack, or in a copy of that memory. */
+static long clone_child(struct run *run, long flags, int *pidfd) {
+#if RUNS_SHARE_MEMORY
+    return spawn_on_stack(flags | CLONE_VM, (char *)run + RUN_SLOT_BYTES, start_child, run, pidfd, 0);
+#else
+    long pid = sys(__NR_clone, flags, 0, (long)pidfd, 0, 0);
+    if (pid == 0) start_child(run);
+    return pid;
+#endif
+}
+
+/* Start the child of a request (the new pid namespace's init when asked, where the kernel allows); its pid. */
+static long fork_child(struct run *run, long flags) {
     int pidfd = -1;
-    long clone_flags = SIGCHLD | CLONE_PIDFD | (flags & SPAWN_IN_PID_NAMESPACE ? CLONE_NEWPID : 0);
-    long pid = sys(__NR_clone, clone_flags, 0, (long)&pidfd, 0, 0);
-    if ((pid == -EPERM || pid == -EINVAL) && (clone_flags & CLONE_NEWPID)) {
+    long in_namespace = flags & SPAWN_IN_PID_NAMESPACE ? CLONE_NEWPID : 0;
+    long pid = clone_child(run, SIGCHLD | CLONE_PIDFD | in_namespace, &pidfd);
+    if ((pid == -EPERM || pid == -EINVAL) && in_namespace) {
         /* no namespace from here: butte-isolate makes it itself, or says why it cannot */
-        pid = sys(__NR_clone, clone_flags & ~(long)CLONE_NEWPID, 0, (long)&pidfd, 0, 0);
+        pid = clone_child(run, SIGCHLD | CLONE_PIDFD, &pidfd);
     }
-    if (pid == 0) become_child(out, err, cwd, argc);
     if (pid < 0) return pid;
-    struct epoll_event watch = {.events = EPOLLIN, .data = ((unsigned long)pid << 32) | (unsigned)pidfd};
+    run->pid = pid;
+    run->pidfd = pidfd;
+    struct epoll_event watch = {.events = EPOLLIN, .data = (unsigned long)run};
     sys(__NR_epoll_ctl, spawner.epoll, EPOLL_CTL_ADD, pidfd, (long)&watch, 0);
     spawner.running++;
     return pid;
@@ -172,13 +190,14 @@ static char *field(char **at, const char *end) {
     return start;
 }
 
-/* Lay the request's strings out as argv and envp in `pointers`; argc, or -1 when they do not parse. */
-static int parse_command(char **at, const char *end) {
+/* Lay the request's strings out as argv and envp in the run's `pointers`; argc, or -1 when they do not parse. */
+static int parse_command(struct run *run, char **at, const char *end) {
+    char **pointers = run->pointers;
     long used = 0, argc = -1;
     for (int part = 0; part < 2; part++) {
         char *count = field(at, end);
         long n = count ? number(count) : -1;
-        if (n < 0 || used + n + 1 > SPAWN_MAX_POINTERS || (part == 0 && n == 0)) return -1;
+        if (n < 0 || used + n + 1 > RUN_MAX_POINTERS || (part == 0 && n == 0)) return -1;
         for (long i = 0; i < n; i++) {
             if ((pointers[used++] = field(at, end)) == 0) return -1;
         }
@@ -188,10 +207,22 @@ static int parse_command(char **at, const char *end) {
     return (int)argc;
 }
 
+/* Start a request's run: its strings go into its slot (the next request overwrites this buffer). */
 static void launch(char *at, const char *end, const int *fds, int n_fds) {
-    char *token = field(&at, end), *flags = field(&at, end), *cwd = field(&at, end);
-    int argc = token && flags && cwd && n_fds == 2 ? parse_command(&at, end) : -1;
-    long pid = argc > 0 ? fork_child(number(flags), fds[0], fds[1], cwd, argc) : -EINVAL;
+    char *token = field(&at, end);
+    struct run *run = token ? take_slot() : 0;
+    long pid = token && !run ? -ENOMEM : -EINVAL;
+    if (run != 0) {
+        unsigned long n = (unsigned long)(end - at);
+        for (unsigned long i = 0; i < n; i++) run->request[i] = at[i];
+        char *next = run->request, *last = run->request + n, *flags = field(&next, last);
+        run->cwd = field(&next, last);
+        run->argc = flags && run->cwd && n_fds == 2 ? parse_command(run, &next, last) : -1;
+        run->out = n_fds == 2 ? fds[0] : -1;
+        run->err = n_fds == 2 ? fds[1] : -1;
+        if (run->argc > 0) pid = fork_child(run, number(flags));
+        if (pid < 0) give_slot(run);
+    }
     for (int i = 0; i < n_fds; i++) close_fd(fds[i]);
     if (pid > 0) tell('S', number(token), pid);
     else tell('E', token ? number(token) : -1, -pid);
@@ -223,13 +254,14 @@ static int receive(void) {
 
 /* A child has ended: clear its group while its zombie holds the group's id, tell the agent, and keep the zombie
  * until the agent has read it (or reap it now, the agent being gone). */
-static void ended(unsigned long key) {
-    long pid = (long)(key >> 32), pidfd = (long)(key & 0xffffffffUL);
+static void ended(struct run *run) {
+    long pid = run->pid, pidfd = run->pidfd;
     int info[32] = {0}; /* siginfo_t: si_code at [2], si_pid at [4], si_status at [6] */
     long known = sys(__NR_waitid, SPAWN_P_PID, pid, (long)info, SPAWN_WEXITED | SPAWN_WNOWAIT, 0);
     sys(__NR_epoll_ctl, spawner.epoll, EPOLL_CTL_DEL, pidfd, 0, 0);
     close_fd(pidfd);
     spawner.running--;
+    give_slot(run); /* its memory is the spawner's again: the child is gone */
     if (known < 0) return; /* reaped already (the agent went away meanwhile) */
     sys(__NR_kill, -pid, SIGKILL, 0, 0, 0);
     tell('X', pid, info[2] == SPAWN_CLD_EXITED ? info[6] : -info[6]);
@@ -238,6 +270,8 @@ static void ended(unsigned long key) {
 
 static int serve(long socket) {
     spawner.socket = socket;
+    runs_in_slots = RUNS_SHARE_MEMORY; /* before the first child: every run's state is in its slot */
+    shield_from_oom();
     /* Its children start with every signal at its default and none blocked, as a Popen's do: its starter's
      * ignored signals (Python ignores SIGPIPE; glibc's posix_spawn ignores its own two) would pass on to tasks. */
     struct kernel_sigaction by_default = {0}; /* all zero: SIG_DFL, whatever the field order; raw, as glibc
@@ -269,7 +303,7 @@ static int serve(long socket) {
         long n = sys(__NR_epoll_pwait, spawner.epoll, (long)events, SPAWN_EVENTS, -1, 0);
         for (long i = 0; i < n; i++) {
             if (events[i].data != SPAWN_SOCKET_KEY) {
-                ended(events[i].data);
+                ended((struct run *)events[i].data);
             } else if (spawner.agent_gone || !receive()) {
                 spawner.agent_gone = 1; /* gone: EOF, or an answer it could not take */
                 sys(__NR_epoll_ctl, spawner.epoll, EPOLL_CTL_DEL, socket, 0, 0);
