@@ -2,8 +2,8 @@
  *
  * Run on its own (exec'd), the program is one run and keeps it in `solo`. Under the spawner (spawner.c) every
  * run is a child that shares the spawner's memory (CLONE_VM): a fork's copy of the address space, and its
- * teardown at the exit, cost ~0.35 ms of machine CPU per process on this VM, a quarter of what isolating a
- * task adds to it (docs/decisions.md, session 10). Runs in one memory cannot keep their state in globals, so
+ * teardown at the exit, cost ~0.35 ms of machine CPU per process on this VM, 0.1-0.3 ms per isolated task in
+ * a burst (docs/decisions.md, session 10). Runs in one memory cannot keep their state in globals, so
  * each has a slot, an aligned block of the spawner's memory with the run's state at its base and its stack at
  * its top (the task's side of spawn_task() has a stack inside the state), and this_run() finds the slot from
  * the stack pointer, as a kernel finds its current task from its stack. `container`, `command` and

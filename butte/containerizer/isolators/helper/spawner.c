@@ -19,7 +19,6 @@
  * the tasks run on, and their helpers record their exit status for the next agent.
  */
 
-#define SPAWN_REQUEST_BYTES RUN_REQUEST_BYTES
 #define SPAWN_EVENTS 64
 #define SPAWN_SOCKET_KEY (~0UL)
 #define SPAWN_SOL_SOCKET 1
@@ -59,7 +58,7 @@ struct descriptors_passed { /* struct cmsghdr with room for the two descriptors 
     int fds[2];
 };
 
-static char request[SPAWN_REQUEST_BYTES];
+static char request[RUN_REQUEST_BYTES];
 
 static struct {
     long socket;
@@ -218,9 +217,11 @@ static void launch(char *at, const char *end, const int *fds, int n_fds) {
         char *next = run->request, *last = run->request + n, *flags = field(&next, last);
         run->cwd = field(&next, last);
         run->argc = flags && run->cwd && n_fds == 2 ? parse_command(run, &next, last) : -1;
-        run->out = n_fds == 2 ? fds[0] : -1;
-        run->err = n_fds == 2 ? fds[1] : -1;
-        if (run->argc > 0) pid = fork_child(run, number(flags));
+        if (run->argc > 0) {
+            run->out = fds[0];
+            run->err = fds[1];
+            pid = fork_child(run, number(flags));
+        }
         if (pid < 0) give_slot(run);
     }
     for (int i = 0; i < n_fds; i++) close_fd(fds[i]);
