@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from butte.containerizer.isolators.helper import build_helper
+from butte.containerizer.isolators.helper import _spawns, _works, build_helper
 from butte.containerizer.launcher import Launcher, LaunchSpec
 from butte.containerizer.process import Process, read_exit_status
 from butte.containerizer.spawner import MAX_REQUEST_BYTES, encode_request
@@ -369,3 +369,14 @@ async def test_tasks_keep_the_agents_oom_score_while_the_spawner_and_its_runs_ar
     finally:
         launcher.close()
         score_file.write_text(own)
+
+
+def test_a_build_is_kept_only_when_its_spawner_starts_a_run_and_reports_its_end(tmp_path: Path) -> None:
+    assert HELPER is not None
+    # A stand-in that passes the plain smoke run (exit status recorded) but has no working spawner.
+    stand_in = tmp_path / "stand-in"
+    stand_in.write_text('#!/bin/sh\nif [ "$1" = --exit-status ]; then echo 3 > "$2"; exit 3; fi\nexit 0\n')
+    stand_in.chmod(0o755)
+    assert _works(stand_in)
+    assert not _spawns(stand_in)
+    assert _spawns(Path(HELPER))

@@ -17,9 +17,12 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+
+from butte.containerizer.spawner import encode_request
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +80,7 @@ def build_helper(directory: Path | None = None, builds: Sequence[Sequence[str]] 
             )
         except (OSError, subprocess.TimeoutExpired):
             break
-        if built.returncode == 0 and _works(partial):
+        if built.returncode == 0 and _works(partial) and _spawns(partial):
             os.replace(partial, target)
             return str(target)
     with contextlib.suppress(OSError):
@@ -102,3 +105,38 @@ def _works(helper: Path) -> bool:
     finally:
         with contextlib.suppress(OSError):
             status.unlink()
+
+
+def _spawns(helper: Path) -> bool:
+    """Whether a freshly built helper's spawner starts a run and reports its end: its clone and pidfd glue is
+    the machine's own assembly, which the plain run of :func:`_works` does not all reach."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs, open(os.devnull, "r+b") as null:
+        try:
+            spawner = subprocess.Popen(
+                [str(helper), "--spawner", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        except OSError:
+            return False
+        theirs.close()
+        try:
+            command = [str(helper), "--", "sh", "-c", f"exit {SMOKE_EXIT_CODE}"]
+            request = encode_request(1, command, {"PATH": os.defpath}, "/", 0)
+            assert request is not None
+            ours.settimeout(SMOKE_TIMEOUT_S)
+            socket.send_fds(ours, [request], [null.fileno(), null.fileno()])
+            started, ended = ours.recv(64).split(), ours.recv(64).split()  # "S 1 PID", then "X PID CODE"
+            return started[:2] == [b"S", b"1"] and ended == [b"X", started[2], str(SMOKE_EXIT_CODE).encode()]
+        except (OSError, IndexError):
+            return False
+        finally:
+            ours.close()  # the spawner reaps what it started and leaves
+            try:
+                spawner.wait(SMOKE_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                spawner.kill()
+                spawner.wait()
