@@ -18,7 +18,6 @@
 #define RUN_SLOT_BYTES (1UL << 20) /* a power of two: the slot is found by masking the stack pointer */
 #define RUN_REQUEST_BYTES (1 << 18)
 #define RUN_MAX_POINTERS 16384
-#define PAGE_BYTES 4096UL
 
 /* The container's cgroups, when the helper makes them (container_cgroups.c). */
 

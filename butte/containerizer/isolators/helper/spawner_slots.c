@@ -102,5 +102,5 @@ static void restore_oom_score(void) {
     long fd = open_file(OOM_SCORE_FILE, O_WRONLY, 0);
     if (fd < 0) return;
     say((int)fd, agent_oom_score.value);
-    sys(__NR_close, fd, 0, 0, 0, 0);
+    close_fd(fd);
 }
